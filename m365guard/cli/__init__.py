@@ -1,0 +1,1 @@
+"""Thin Typer commands; each module registers its own commands on the app."""

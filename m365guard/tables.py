@@ -1,0 +1,213 @@
+"""The tables that flow between the stages: Graph -> tables -> directory/rules -> state -> reports.
+
+This module is the contract between `graph/` (which fills the collected tables), the emulator's
+ground truth (which is written in the same shapes), `directory.py` and `rules/` (which read
+them) and `state.py`/`reports/` (which read findings). Columns are Arrow-backed pandas dtypes.
+Addresses are stored as Graph returns them; `directory.normalise_address` lower-cases and
+normalises them where the rules compare.
+
+`make_table(name, rows)` builds a conforming table from dicts (tests use it with small hand-built
+rows); `conform(name, df)` checks and casts a table produced elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+STR = "string[pyarrow]"
+BOOL = "bool[pyarrow]"
+INT = "int64[pyarrow]"
+TS = "timestamp[us, tz=UTC][pyarrow]"
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    # /users?$select=id,userPrincipalName,mail,displayName,accountEnabled,assignedLicenses
+    # sku_ids: the assignedLicenses skuIds joined with ";" (resolved to part numbers via skus).
+    # has_mailbox: False when the mailbox answered MailboxNotEnabledForRESTAPI.
+    "users": {
+        "user_id": STR,
+        "upn": STR,
+        "mail": STR,
+        "display_name": STR,
+        "account_enabled": BOOL,
+        "sku_ids": STR,
+    },
+    # /subscribedSkus: skuId -> skuPartNumber (e.g. M365EDU_A3_STUUSEBNFT, STANDARDWOFFPACK_FACULTY)
+    "skus": {"sku_id": STR, "sku_part_number": STR},
+    # /groups/{id}/transitiveMembers for every group the policy names
+    "group_members": {"group_id": STR, "group_name": STR, "user_id": STR},
+    # /education/users?$select=id,primaryRole  (student | teacher | faculty | guest | none | unknownFutureValue)
+    "edu_roles": {"user_id": STR, "primary_role": STR},
+    # /users/{id}/mailFolders/{sentitems|inbox}/messages (Mail.ReadBasic.All: never a body).
+    # One row per message copy; message_id is Graph's id (unique per mailbox copy),
+    # internet_message_id is the RFC 5322 Message-ID shared by every copy of one message.
+    "messages": {
+        "mailbox_id": STR,
+        "mailbox": STR,  # the mailbox owner's UPN
+        "folder": STR,  # "sentitems" | "inbox"
+        "message_id": STR,
+        "internet_message_id": STR,
+        "conversation_id": STR,
+        "subject": STR,
+        "sent_at": TS,
+        "received_at": TS,
+        "from_address": STR,
+        "from_name": STR,
+        "has_attachments": BOOL,
+    },
+    # toRecipients / ccRecipients / bccRecipients exploded: one row per recipient.
+    "recipients": {
+        "message_id": STR,
+        "kind": STR,  # "to" | "cc" | "bcc"
+        "address": STR,
+        "name": STR,
+    },
+    # /users/{id}/mailFolders/inbox/messageRules: one row per forwarding target of a rule.
+    # action: "forwardTo" | "redirectTo" | "forwardAsAttachmentTo".
+    "rule_forwards": {
+        "mailbox_id": STR,
+        "mailbox": STR,
+        "rule_id": STR,
+        "rule_name": STR,
+        "is_enabled": BOOL,
+        "action": STR,
+        "address": STR,
+        "name": STR,
+    },
+    # /users/{id}/chats?$expand=members: one row per chat.
+    "chats": {
+        "chat_id": STR,
+        "chat_type": STR,  # "oneOnOne" | "group" | "meeting"
+        "topic": STR,
+        "created_at": TS,
+        "last_updated_at": TS,
+    },
+    # the chat's members (aadUserConversationMember); roles joined with ";" ("owner", "guest").
+    "chat_members": {
+        "chat_id": STR,
+        "user_id": STR,
+        "email": STR,
+        "display_name": STR,
+        "tenant_id": STR,
+        "roles": STR,
+    },
+    # Mailbox-level forwarding, from the audit log (Set-Mailbox ForwardingSmtpAddress /
+    # ForwardingAddress) or an imported Get-EXOMailbox export. address is "" when forwarding
+    # was cleared. source: "audit" | "export". record_id: the audit record id or export row.
+    "mailbox_forwarding": {
+        "mailbox": STR,
+        "address": STR,
+        "deliver_and_forward": BOOL,
+        "source": STR,
+        "observed_at": TS,
+        "record_id": STR,
+    },
+    # What the directory decides about every address it has seen (directory.py builds it).
+    # role: pupil | staff | parent | governor | partner | personal | external | unknown_internal
+    # person_id: the tenant user id of the person an address belongs to (a personal address
+    # matched to a pupil or staff member by name or roster), else "".
+    "directory": {
+        "address": STR,
+        "role": STR,
+        "is_school_account": BOOL,
+        "person_id": STR,
+        "person_role": STR,
+        "display_name": STR,
+        "evidence": STR,
+    },
+    # What every rule returns. finding_id is stable: the same violation has the same id in every
+    # run (a hash of rule_id and the violating object). counterparts joined with ";".
+    "findings": {
+        "finding_id": STR,
+        "rule_id": STR,
+        "severity": STR,  # info | low | medium | high
+        "policy_clause": STR,
+        "occurred_at": TS,
+        "actor": STR,
+        "actor_role": STR,
+        "counterparts": STR,
+        "object_type": STR,  # message | inbox_rule | mailbox_forwarding | chat
+        "object_id": STR,
+        "summary": STR,
+    },
+}
+
+SEVERITIES = ("info", "low", "medium", "high")
+
+
+def empty(name: str) -> pd.DataFrame:
+    """An empty table with the right columns and dtypes."""
+    schema = SCHEMAS[name]
+    return pd.DataFrame({col: pd.Series([], dtype=dtype) for col, dtype in schema.items()})
+
+
+def make_table(name: str, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build a table from dicts; missing string columns become "", missing booleans False."""
+    schema = SCHEMAS[name]
+    rows = list(rows)
+    if not rows:
+        return empty(name)
+    unknown = {key for row in rows for key in row} - schema.keys()
+    if unknown:
+        raise KeyError(f"{name}: unknown columns {sorted(unknown)}")
+    data: dict[str, list[Any]] = {}
+    for col, dtype in schema.items():
+        default: Any = "" if dtype == STR else False if dtype == BOOL else None
+        data[col] = [row.get(col, default) for row in rows]
+    return conform(name, pd.DataFrame(data))
+
+
+def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Check that df has exactly the schema's columns (extra columns dropped) and cast dtypes."""
+    schema = SCHEMAS[name]
+    missing = [col for col in schema if col not in df.columns]
+    if missing:
+        raise KeyError(f"{name}: missing columns {missing}")
+    out = df.loc[:, list(schema)]
+    casts = {col: dtype for col, dtype in schema.items() if str(out[col].dtype) != dtype}
+    for col, dtype in casts.items():
+        if dtype == TS:
+            out[col] = pd.to_datetime(out[col], utc=True, format="ISO8601").astype(dtype)
+        else:
+            out[col] = out[col].astype(dtype)
+    return out.reset_index(drop=True)
+
+
+# Which mailbox folders a run read, and how it went: the proof that "no findings" means clean.
+SCHEMAS["coverage"] = {
+    "mailbox": STR,
+    "folder": STR,  # "sentitems" | "inbox" | "messageRules" | "chats" | "auditLog" | ...
+    "status": STR,  # "ok" | "failed" | "no_mailbox" | "resynced"
+    "reason": STR,
+    "items": INT,
+}
+
+COLLECTED = (
+    "users",
+    "skus",
+    "group_members",
+    "edu_roles",
+    "messages",
+    "recipients",
+    "rule_forwards",
+    "chats",
+    "chat_members",
+    "mailbox_forwarding",
+    "coverage",
+)
+
+
+class Collected:
+    """Everything one collection produced, one table per name in COLLECTED."""
+
+    def __init__(self, **tables: pd.DataFrame) -> None:
+        unknown = tables.keys() - set(COLLECTED)
+        if unknown:
+            raise KeyError(f"unknown tables {sorted(unknown)}")
+        self.tables = {name: conform(name, tables[name]) if name in tables else empty(name)
+                       for name in COLLECTED}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
