@@ -1,0 +1,53 @@
+"""Logging for scheduled runs: plain lines to stderr and an owner-only log file, secrets masked.
+
+A run registers every secret it holds (client secret, certificate password, access tokens) with
+`mask_secret`; the filter replaces them in every record, so a careless format string cannot leak
+one into the log a technician may attach to a support ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+_SECRETS: set[str] = set()
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def mask_secret(value: str | None) -> None:
+    """Never let `value` appear in a log line."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+class _MaskSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            message = record.getMessage()
+            for secret in _SECRETS:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(log_file: Path | None = None, *, verbose: bool = False) -> None:
+    """Log to stderr (warnings, or info with verbose) and, if given, to an owner-only file."""
+    root = logging.getLogger("m365guard")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.INFO if verbose else logging.WARNING)
+    handlers: list[logging.Handler] = [stderr]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(_MaskSecrets())
+        root.addHandler(handler)
+    root.propagate = False
