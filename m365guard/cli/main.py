@@ -14,6 +14,9 @@ from m365guard.errors import ExitCode, GuardError
 # One module per command group; each defines `register(app)`.
 COMMAND_MODULES = (
     "m365guard.cli.emulator",
+    "m365guard.cli.doctor",
+    "m365guard.cli.policy",
+    "m365guard.cli.rules",
 )
 
 app = typer.Typer(

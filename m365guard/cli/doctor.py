@@ -1,0 +1,72 @@
+"""`m365guard doctor`: is the tenant connection ready for tonight's run?"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from m365guard.config import Policy, load_policy
+from m365guard.errors import ExitCode
+from m365guard.graph.doctor import DoctorCheck, run_doctor
+from m365guard.graph.permissions import REQUIRED_PERMISSIONS
+from m365guard.graph.settings import TenantSection, resolve_connection
+
+
+def kinds_for_policy(policy: Policy | None) -> set[str]:
+    """The data kinds (REQUIRED_PERMISSIONS keys) the enabled checks read; all without a policy."""
+    if policy is None:
+        return set(REQUIRED_PERMISSIONS)
+    recognise = set(policy.people.recognise)
+    people = policy.people
+    kinds = {"users", "messages"}
+    if "licence" in recognise:
+        kinds.add("skus")
+    if "education_role" in recognise:
+        kinds.add("edu_roles")
+    if "group" in recognise and (people.pupil_groups or people.staff_groups
+                                 or people.governor_groups):
+        kinds.add("group_members")
+    if policy.rules.forwarding.enabled:
+        kinds.add("messageRules")
+    if policy.collect.include_chats:
+        kinds.add("chats")
+    if policy.collect.include_audit_log:
+        kinds.add("auditLog")
+    return kinds
+
+
+def print_checks(checks: list[DoctorCheck], console: Console) -> None:
+    """The pass/fail table with the fix for every failing line."""
+    table = Table(show_lines=False)
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]",
+                      check.detail, check.fix)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `m365guard doctor`."""
+
+    @app.command()
+    def doctor(
+        config: Annotated[Path | None, typer.Option(
+            "--config", help="policies.toml (default: ./policies.toml if present).")] = None,
+    ) -> None:
+        """Check configuration, authority, token, permissions and one call per endpoint."""
+        path = config if config is not None else Path("policies.toml")
+        policy = load_policy(path) if config is not None or path.is_file() else None
+        section = policy.tenant if policy is not None else TenantSection()
+        conn = resolve_connection(section, os.environ)
+        checks = run_doctor(conn, kinds_for_policy(policy))
+        print_checks(checks, Console(width=160))
+        if not all(check.passed for check in checks):
+            raise typer.Exit(int(ExitCode.PERMISSION_MISSING) if any(
+                c.name.startswith("permission") and not c.passed for c in checks)
+                else int(ExitCode.CONFIG_ERROR))

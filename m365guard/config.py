@@ -1,0 +1,425 @@
+"""policies.toml -> a validated, typed `Policy`.
+
+Public API:
+    load_policy(path: Path) -> Policy
+
+Every mistake in the file becomes one `GuardError` line naming the key path, the line number
+and what to write instead (CONFIG_ERROR), e.g.
+`policies.toml line 12: school.domains[1] "manby lodge.sch.uk" is not a domain name; write e.g.
+"manbylodge.sch.uk"`. A roster or export file that does not exist is INPUT_FILE_ERROR.
+Relative paths resolve against the policy file's folder, so cron can run from anywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from m365guard.clauses import CLAUSES
+from m365guard.errors import ExitCode, GuardError
+from m365guard.graph.settings import TenantSection
+
+Severity = Literal["info", "low", "medium", "high"]
+Recogniser = Literal["education_role", "licence", "group", "domain"]
+Folder = Literal["sentitems", "inbox"]
+
+_DOMAIN_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"^{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})*\.[a-z]{{2,63}}$")
+_ADDRESS_RE = re.compile(r"^[^@\s\"<>]+@[^@\s\"<>]+$")
+
+
+def _suggest_domain(value: str) -> str:
+    """The nearest thing to a domain name in what was typed (spaces, @, scheme, path removed)."""
+    text = value.strip().lower()
+    text = re.sub(r"^[a-z]+://", "", text).split("/")[0].split("@")[-1]
+    return re.sub(r"[^a-z0-9.-]", "", text).strip(".-")
+
+
+def _check_domain(value: str) -> str:
+    """A bare domain name, lower-cased (what Entra ID lists as an accepted domain)."""
+    domain = value.strip().lower().rstrip(".")
+    if _DOMAIN_RE.match(domain):
+        return domain
+    suggestion = _suggest_domain(value)
+    example = suggestion if _DOMAIN_RE.match(suggestion) else "manbylodge.sch.uk"
+    raise ValueError(f'is not a domain name; write e.g. "{example}"')
+
+
+def _check_address(value: str) -> str:
+    """An email address, lower-cased."""
+    address = value.strip().lower()
+    if _ADDRESS_RE.match(address) and _DOMAIN_RE.match(address.rsplit("@", 1)[1]):
+        return address
+    raise ValueError('is not an email address; write e.g. "office@manbylodge.sch.uk"')
+
+
+def _check_clause(value: str) -> str:
+    """A clause id from m365guard.clauses.CLAUSES."""
+    if value in CLAUSES:
+        return value
+    raise ValueError(f"is not a clause id; write one of {', '.join(CLAUSES)}")
+
+
+def _check_sku_suffix(value: str) -> str:
+    """A licence part-number suffix such as _STUDENT (compared upper-case)."""
+    suffix = value.strip().upper()
+    if re.fullmatch(r"[A-Z0-9_]+", suffix):
+        return suffix
+    raise ValueError('is not a licence suffix; write e.g. "_STUDENT"')
+
+
+Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
+Address = Annotated[StrictStr, AfterValidator(_check_address)]
+ClauseId = Annotated[StrictStr, AfterValidator(_check_clause)]
+SkuSuffix = Annotated[StrictStr, AfterValidator(_check_sku_suffix)]
+
+
+class _Section(BaseModel):
+    """Every table rejects keys it does not know: a typo must not silently disable a check."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SchoolSection(_Section):
+    """[school]: who the school is and which domains are its own accounts."""
+
+    name: StrictStr = Field(min_length=1)
+    domains: list[Domain] = Field(min_length=1)
+    pupil_domains: list[Domain] = []
+
+    @property
+    def all_domains(self) -> frozenset[str]:
+        """Every school domain, pupil-only domains included."""
+        return frozenset(self.domains) | frozenset(self.pupil_domains)
+
+
+class PeopleSection(_Section):
+    """[people]: how pupils, staff and governors are told apart, in order of trust."""
+
+    recognise: list[Recogniser] = ["education_role", "licence", "group", "domain"]
+    pupil_sku_suffixes: list[SkuSuffix] = ["_STUDENT", "_STUUSEBNFT"]
+    staff_sku_suffixes: list[SkuSuffix] = ["_FACULTY"]
+    pupil_groups: list[StrictStr] = []
+    staff_groups: list[StrictStr] = []
+    governor_groups: list[StrictStr] = []
+    staff_roster: Path | None = None
+    parent_roster: Path | None = None
+
+
+class AddressesSection(_Section):
+    """[addresses]: which outside domains are partners and which are personal webmail."""
+
+    partner_domains: list[Domain] = []
+    personal_domains_extra: list[Domain] = []
+    personal_domains_remove: list[Domain] = []
+    use_free_email_list: StrictBool = True
+
+
+class AllowSection(_Section):
+    """[allow]: shared mailboxes and lists whose mail the rules accept."""
+
+    mailboxes: list[Address] = []
+    distribution_lists: list[Address] = []
+
+
+class CollectSection(_Section):
+    """[collect]: what the nightly job reads from Graph and how hard it pushes."""
+
+    first_run_days: StrictInt = Field(default=30, ge=1, le=365)
+    folders: list[Folder] = ["sentitems", "inbox"]
+    include_chats: StrictBool = True
+    include_audit_log: StrictBool = True
+    exchange_forwarding_export: Path | None = None
+    max_concurrency: StrictInt = Field(default=4, ge=1, le=64)
+    request_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=600)
+
+
+def _default_state_path() -> Path:
+    return Path(platformdirs.user_data_dir("m365guard")) / "state.sqlite3"
+
+
+class StateSection(_Section):
+    """[state]: the SQLite history of runs and findings."""
+
+    path: Path = Field(default_factory=_default_state_path)
+    retention_days: StrictInt = Field(default=400, ge=1)
+
+
+class OutputSection(_Section):
+    """[output]: where the CSV reports go."""
+
+    dir: Path = Path("m365guard-output")
+
+
+class RuleSettings(_Section):
+    """[rules.<rule-id>]: keys every rule accepts. severity/clause default to the rule's own."""
+
+    enabled: StrictBool = True
+    severity: Severity | None = None
+    clause: ClauseId | None = None
+
+
+class PupilContactSettings(RuleSettings):
+    """[rules.pupil-contact-non-school-channel]"""
+
+    flag_one_to_one_chats: StrictBool = False
+
+
+class BccSettings(RuleSettings):
+    """[rules.multi-recipient-without-bcc]"""
+
+    min_external_recipients: StrictInt = Field(default=2, ge=2)
+    high_recipient_count: StrictInt = Field(default=10, ge=2)
+
+
+class RulesSection(_Section):
+    """[rules]: one table per rule id (rule ids contain hyphens, hence the aliases)."""
+
+    pupil_contact: PupilContactSettings = Field(
+        default_factory=PupilContactSettings, alias="pupil-contact-non-school-channel"
+    )
+    bcc: BccSettings = Field(default_factory=BccSettings, alias="multi-recipient-without-bcc")
+    forwarding: RuleSettings = Field(
+        default_factory=RuleSettings, alias="external-forwarding-personal"
+    )
+    personal_email: RuleSettings = Field(
+        default_factory=RuleSettings, alias="school-business-personal-email"
+    )
+
+    def for_rule(self, rule_id: str) -> RuleSettings:
+        """The settings of one rule, by its id."""
+        for name, field in type(self).model_fields.items():
+            if field.alias == rule_id:
+                settings: RuleSettings = getattr(self, name)
+                return settings
+        raise KeyError(rule_id)
+
+
+RULE_IDS = tuple(str(field.alias) for field in RulesSection.model_fields.values())
+
+
+class Policy(_Section):
+    """The whole policies.toml, validated; paths already resolved against its folder."""
+
+    school: SchoolSection
+    tenant: TenantSection = Field(default_factory=TenantSection)
+    people: PeopleSection = Field(default_factory=PeopleSection)
+    addresses: AddressesSection = Field(default_factory=AddressesSection)
+    allow: AllowSection = Field(default_factory=AllowSection)
+    collect: CollectSection = Field(default_factory=CollectSection)
+    state: StateSection = Field(default_factory=StateSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    rules: RulesSection = Field(default_factory=RulesSection)
+
+
+_TYPE_WORDS = {
+    "int": "a whole number, e.g. 30",
+    "float": "a number, e.g. 60",
+    "bool": "true or false (no quotes)",
+    "string": 'text in quotes, e.g. "Manby Lodge"',
+    "list": 'a list in square brackets, e.g. ["a", "b"]',
+    "dict": "a table",
+    "model": "a table",
+    "path": 'a file path in quotes, e.g. "rosters/parents.csv"',
+}
+
+# Files the policy names that must exist when it is loaded (key path -> getter).
+_INPUT_FILES: tuple[tuple[str, ...], ...] = (
+    ("people", "staff_roster"),
+    ("people", "parent_roster"),
+    ("collect", "exchange_forwarding_export"),
+)
+_RELATIVE_PATHS: tuple[tuple[str, ...], ...] = (
+    *_INPUT_FILES,
+    ("tenant", "client_secret_file"),
+    ("tenant", "certificate_path"),
+    ("tenant", "certificate_password_file"),
+    ("tenant", "ca_bundle"),
+    ("state", "path"),
+    ("output", "dir"),
+)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate policies.toml; raise one GuardError line on any mistake."""
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GuardError(
+            f"{path}: policy file not found; pass --config PATH or copy the example "
+            "policies.toml", ExitCode.CONFIG_ERROR) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GuardError(f"{path}: cannot read the policy file ({exc}); save it as UTF-8 text",
+                         ExitCode.CONFIG_ERROR) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GuardError(_syntax_message(name, str(exc)), ExitCode.CONFIG_ERROR) from None
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise GuardError(_validation_message(name, text, raw, exc), ExitCode.CONFIG_ERROR) from None
+    return _resolve_paths(policy, path.resolve().parent, name, text)
+
+
+def _syntax_message(name: str, error: str) -> str:
+    found = re.search(r"\(at line (\d+), column (\d+)\)", error)
+    problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", error).rstrip(".")
+    where = f" line {found.group(1)}" if found else ""
+    column = f" column {found.group(2)}" if found else ""
+    return (f"{name}{where}: TOML syntax error at{column or ' the end'}: {problem}; "
+            "check quotes, brackets and that each setting reads key = value")
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validation_message(name: str, text: str, raw: dict[str, Any], exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    error = next((e for e in errors if e["type"] != "missing"), errors[0])
+    loc = tuple(part for part in error["loc"] if part not in ("function-after",))
+    line = _find_line(text, loc)
+    where = f"{name} line {line}" if line else name
+    key = _key_path(loc)
+    kind = error["type"]
+    value = error.get("input")
+    shown = json.dumps(value, ensure_ascii=False, default=str) if _is_scalar(value) else ""
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if loc[:1] == ("rules",) and len(loc) == 2:
+            hint = f'did you mean "{close[0]}"? ' if close else ""
+            return f"{where}: rules.{loc[1]} is not a rule id; {hint}rule ids: {', '.join(known)}"
+        hint = f'did you mean "{close[0]}"' if close else f"known keys: {', '.join(known)}"
+        return f"{where}: {key} is not a setting m365guard knows; {hint}"
+    if kind == "missing":
+        table = _key_path(loc[:-1]) or "the top level"
+        return f"{where}: {key} is missing; add {loc[-1]} = ... under [{table}]"
+    if kind == "value_error":
+        problem = str(error["msg"]).removeprefix("Value error, ")
+        return f"{where}: {key} {shown} {problem}"
+    if kind == "literal_error":
+        return f"{where}: {key} {shown} is not allowed; write one of {error['ctx']['expected']}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than",
+                "too_short"):
+        return f"{where}: {key} {shown} is out of range: {error['msg'].lower()}"
+    expected = next((words for word, words in _TYPE_WORDS.items() if kind.startswith(word)), None)
+    if expected is None:
+        return f"{where}: {key} {shown}: {error['msg']}"
+    return f"{where}: {key} is {shown or 'of the wrong type'}; write {expected}"
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _known_keys(table: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = Policy
+    for part in table:
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [str(f.alias or n) for n, f in model.model_fields.items()]
+
+
+_HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+
+def _header_parts(header: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"').strip("'") for part in header.split("."))
+
+
+def _find_line(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """The line that holds loc (a key path), found by a line search through the tables."""
+    keys = tuple(str(part) for part in loc if not isinstance(part, int))
+    index = next((part for part in loc if isinstance(part, int)), None)
+    table: tuple[str, ...] = ()
+    best: int | None = None
+    best_depth = 0
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER_RE.match(line)
+        if header:
+            table = _header_parts(header.group(1))
+            if table == keys[: len(table)] and len(table) > best_depth:
+                best, best_depth = number, len(table)
+            continue
+        rest = keys[len(table):]
+        if table != keys[: len(table)] or not rest:
+            continue
+        if re.match(rf'^\s*["\']?{re.escape(rest[0])}["\']?\s*[.=]', line):
+            best = number
+            if index is not None:
+                best = _array_item_line(lines, number, index) or number
+            break
+    return best
+
+
+def _array_item_line(lines: list[str], start: int, index: int) -> int | None:
+    """The line of item `index` in an array that may span lines from `start` on."""
+    count = -1
+    depth = 0
+    for number in range(start, len(lines) + 1):
+        line = lines[number - 1]
+        body = line.split("=", 1)[1] if number == start else line
+        for match in re.finditer(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[\[\]]|[^\s,\[\]#]+|#.*', body):
+            item = match.group(0)
+            if item.startswith("#"):
+                break
+            if item == "[":
+                depth += 1
+            elif item == "]":
+                depth -= 1
+                if depth == 0:
+                    return None
+            elif depth == 1:
+                count += 1
+                if count == index:
+                    return number
+    return None
+
+
+def _resolve_paths(policy: Policy, base: Path, name: str, text: str) -> Policy:
+    """Relative paths against the policy's folder; named input files must exist."""
+    for section_name, field in _RELATIVE_PATHS:
+        section = getattr(policy, section_name)
+        value = getattr(section, field)
+        if value is None:
+            continue
+        resolved = value.expanduser()
+        if not resolved.is_absolute():
+            resolved = base / resolved
+        setattr(section, field, resolved)
+        if (section_name, field) in _INPUT_FILES and not resolved.is_file():
+            line = _find_line(text, (section_name, field))
+            where = f"{name} line {line}" if line else name
+            raise GuardError(
+                f'{where}: {section_name}.{field} "{value}" does not exist ({resolved}); '
+                "write the path of the CSV file, relative to the policy file",
+                ExitCode.INPUT_FILE_ERROR)
+    return policy

@@ -1,0 +1,394 @@
+"""The route table: which Graph paths exist, which roles each needs, and the Starlette app.
+
+Every Graph request passes the same gate, in Graph's order: bearer token (401), role (403),
+faults and Outlook throttling (429/5xx, resets, latency), then the handler. `$batch` items go
+through the same gate one by one, so a single item can be throttled inside an outer 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, compile_path
+
+from m365guard.emulator import handlers as h
+from m365guard.emulator.faults import FaultKind
+from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
+MAX_BATCH = 20
+
+USERS_READ = ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All",
+              "Directory.ReadWrite.All")
+SKUS_READ = ("Organization.Read.All", "LicenseAssignment.Read.All", "Directory.Read.All",
+             "Directory.ReadWrite.All", "Organization.ReadWrite.All")
+GROUPS_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All",
+               "Directory.Read.All", "Directory.ReadWrite.All")
+EDU_READ = ("EduRoster.ReadBasic.All", "EduRoster.Read.All", "EduRoster.ReadWrite.All")
+MAIL_READ = ("Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite")
+SETTINGS_READ = ("MailboxSettings.Read", "MailboxSettings.ReadWrite")
+CHATS_READ = ("Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All")
+CHAT_MEMBERS_READ = ("ChatMember.Read.All", "ChatMember.ReadWrite.All", *CHATS_READ)
+AUDIT_READ = ("AuditLogsQuery-Exchange.Read.All", "AuditLogsQuery.Read.All")
+
+DIRECTORY_DENIED = ("Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.")
+EXCHANGE_DENIED = ("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+FORBIDDEN = ("Forbidden", "Missing role permissions on the request. API requires one of '{}'. "
+                          "Roles on the request '{}'.")
+
+
+@dataclass(frozen=True)
+class GraphRoute:
+    """One Graph endpoint: method, path template, handler, roles accepted, how a denial reads."""
+
+    method: str
+    template: str
+    handler: h.Handler
+    roles: tuple[str, ...]
+    denied: tuple[str, str]
+    per_mailbox: bool = False  # subject to Outlook's per app+mailbox limits
+    pattern: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", compile_path(self.template)[0])
+
+
+GRAPH_ROUTES = (
+    GraphRoute("GET", "/users", h.list_users, USERS_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/users/{user_id}", h.get_user, USERS_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/subscribedSkus", h.list_skus, SKUS_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/groups", h.list_groups, GROUPS_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/groups/{group_id}/transitiveMembers", h.group_transitive_members,
+               GROUPS_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/education/users", h.list_education_users, EDU_READ, DIRECTORY_DENIED),
+    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages", h.list_messages,
+               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages/delta", h.messages_delta,
+               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messageRules",
+               h.list_message_rules, SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("GET", "/users/{user_id}/mailboxSettings", h.get_mailbox_settings,
+               SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("GET", "/users/{user_id}/chats", h.list_user_chats, CHATS_READ, FORBIDDEN),
+    GraphRoute("GET", "/chats/{chat_id}/members", h.list_chat_members, CHAT_MEMBERS_READ,
+               FORBIDDEN),
+    GraphRoute("POST", "/security/auditLog/queries", h.create_audit_query, AUDIT_READ, FORBIDDEN),
+    GraphRoute("GET", "/security/auditLog/queries/{query_id}", h.get_audit_query, AUDIT_READ,
+               FORBIDDEN),
+    GraphRoute("GET", "/security/auditLog/queries/{query_id}/records", h.list_audit_records,
+               AUDIT_READ, FORBIDDEN),
+)
+
+
+def match_route(method: str, path: str) -> tuple[GraphRoute, dict[str, str]]:
+    """The route for a path, or Graph's 400 for an unknown segment / 405 for a wrong method."""
+    path_matched = False
+    for route in GRAPH_ROUTES:
+        found = route.pattern.match(path)
+        if found is None:
+            continue
+        path_matched = True
+        if route.method == method:
+            return route, found.groupdict()
+    if path_matched:
+        raise h.GraphError(405, "Request_BadRequest",
+                           f"The HTTP method '{method}' is not allowed for this resource.")
+    segment = path.strip("/").split("/")[-1] if path.strip("/") else ""
+    raise h.GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+
+
+@dataclass
+class EmulatorStats:
+    """Request counts: every HTTP request to Graph, per route, per mailbox, 429s served."""
+
+    total: int = 0
+    per_route: Counter[str] = field(default_factory=Counter)
+    per_mailbox: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    faults_injected: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, route: str | None = None, mailbox: str | None = None) -> None:
+        with self.lock:
+            if route is not None:
+                self.per_route[route] += 1
+            if mailbox is not None:
+                self.per_mailbox[mailbox] += 1
+
+    def bump(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class ConnectionDropped(Exception):
+    """Raised mid-response so the server drops the connection (an injected reset)."""
+
+
+class GraphGate:
+    """The ASGI app under /v1.0: auth, permissions, faults, throttling, handlers, $batch."""
+
+    def __init__(self, service: h.GraphService, identity: Identity, stats: EmulatorStats) -> None:
+        self.service = service
+        self.identity = identity
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        body = await request.body()
+        graph_request = h.GraphRequest(
+            method=request.method,
+            path=request.url.path.removeprefix("/v1.0") or "/",
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            base_url=f"{request.url.scheme}://{request.url.netloc}",
+        )
+        self.stats.bump("total")
+        response = await self.answer(graph_request, send)
+        if response is not None:
+            await self.render(graph_request, response)(scope, receive, send)
+
+    async def answer(self, request: h.GraphRequest, send: Send) -> h.GraphResponse | None:
+        """The response for one HTTP request (None when the connection was dropped)."""
+        faults = self.service.faults
+        try:
+            claims = self.authenticate(request)
+            kind, status = faults.draw()
+            if kind is FaultKind.ERROR:
+                self.stats.bump("faults_injected")
+                return self.random_error(status)
+            if kind is FaultKind.RESET:
+                self.stats.bump("faults_injected")
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", b"4096")]})
+                await send({"type": "http.response.body", "body": b'{"value": [',
+                            "more_body": True})
+                raise ConnectionDropped
+            if kind is FaultKind.SLOW:
+                self.stats.bump("faults_injected")
+                await asyncio.sleep(faults.config.slow_seconds)
+            if faults.config.latency_ms:
+                await asyncio.sleep(faults.config.latency_ms / 1000)
+            if request.method == "POST" and request.path == "/$batch":
+                self.stats.count("POST /$batch")
+                return self.batch(request, claims)
+            return self.dispatch(request, claims, in_batch=False)
+        except h.GraphError as error:
+            return h.GraphResponse(error.status, h.error_body(error, request), error.headers)
+
+    def authenticate(self, request: h.GraphRequest) -> Claims:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise h.GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        try:
+            return self.identity.verify_access_token(token.strip())
+        except TokenRejected as exc:
+            raise h.GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
+
+    def dispatch(self, request: h.GraphRequest, claims: Claims, *,
+                 in_batch: bool) -> h.GraphResponse:
+        """Route, check the role, apply Outlook's limits, and run the handler."""
+        route, params = match_route(request.method, request.path)
+        self.stats.count(f"{route.method} {route.template}")
+        if not claims.roles.intersection(route.roles):
+            code, message = route.denied
+            raise h.GraphError(403, code, message.format(", ".join(route.roles),
+                                                         ", ".join(sorted(claims.roles))))
+        if not route.per_mailbox:
+            return route.handler(h.Call(self.service, request, claims), params)
+        user = self.service.tenant.user(params["user_id"])
+        mailbox = user["id"] if user else params["user_id"].lower()
+        self.stats.count(mailbox=mailbox)
+        faults = self.service.faults
+        if in_batch and faults.batch_item_throttled():
+            raise self.throttled("TooManyRequests", "Too many requests.", faults.retry_after())
+        refused = faults.admit(claims.app_id, mailbox)
+        if refused is not None:
+            raise self.throttled(refused.code, refused.message, refused.retry_after)
+        try:
+            return route.handler(h.Call(self.service, request, claims), params)
+        finally:
+            faults.release(claims.app_id, mailbox)
+
+    def throttled(self, code: str, message: str, retry_after: str) -> h.GraphError:
+        self.stats.bump("throttled")
+        return h.GraphError(429, code, message, {"Retry-After": retry_after})
+
+    def random_error(self, status: int) -> h.GraphResponse:
+        """Dev Proxy GraphRandomErrorPlugin-style failure."""
+        codes = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
+                 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+        headers = {}
+        if status == 429:
+            self.stats.bump("throttled")
+            headers["Retry-After"] = self.service.faults.retry_after()
+        raise h.GraphError(status, codes.get(status, "UnknownError"),
+                           "Injected failure (emulator fault injection).", headers)
+
+    # -- $batch ------------------------------------------------------------------------------
+
+    def batch(self, request: h.GraphRequest, claims: Claims) -> h.GraphResponse:
+        """JSON batching: up to 20 requests, dependsOn honoured, one response per item."""
+        try:
+            payload = orjson.loads(request.body)
+            items = payload["requests"]
+            if not isinstance(items, list):
+                raise TypeError("requests must be a list")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise h.GraphError(400, "BadRequest", "Invalid batch payload format.") from exc
+        if len(items) > MAX_BATCH:
+            raise h.GraphError(400, "BadRequest",
+                               f"Number of batch request steps exceeds the maximum of {MAX_BATCH}.")
+        ids = [str(item.get("id", "")) for item in items if isinstance(item, dict)]
+        if len(ids) != len(items) or "" in ids or len(set(ids)) != len(ids):
+            raise h.GraphError(400, "BadRequest", "Batch request ids must be present and unique.")
+        results: dict[str, h.GraphResponse] = {}
+        order = batch_order(items)
+        for item in order:
+            item_id = str(item["id"])
+            sub = self.batch_request(request, item)
+            failed = [d for d in depends_on(item) if d not in results or results[d].status >= 400]
+            if failed:
+                error = h.GraphError(424, "FailedDependency",
+                                     f"Dependent request(s) {', '.join(failed)} failed.")
+                results[item_id] = h.GraphResponse(424, h.error_body(error, sub))
+                continue
+            try:
+                results[item_id] = self.dispatch(sub, claims, in_batch=True)
+            except h.GraphError as error:
+                results[item_id] = h.GraphResponse(error.status, h.error_body(error, sub),
+                                                   error.headers)
+        responses = []
+        for item_id in ids:
+            result = results[item_id]
+            headers = {"Content-Type": "application/json", **result.headers}
+            entry: dict[str, Any] = {"id": item_id, "status": result.status, "headers": headers}
+            if result.body is not None:
+                entry["body"] = result.body
+            responses.append(entry)
+        return h.GraphResponse(200, {"responses": responses})
+
+    def batch_request(self, outer: h.GraphRequest, item: dict[str, Any]) -> h.GraphRequest:
+        """A batch item as a request: relative ('/users', 'users') or absolute URLs."""
+        url = str(item.get("url", ""))
+        parts = urlsplit(url)
+        path = parts.path
+        if parts.scheme:
+            path = path.removeprefix("/v1.0")
+        elif not path.startswith("/"):
+            path = "/" + path
+        body = item.get("body")
+        return h.GraphRequest(
+            method=str(item.get("method", "GET")).upper(),
+            path=path,
+            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+            headers={str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()},
+            body=orjson.dumps(body) if body is not None else b"",
+            base_url=outer.base_url,
+        )
+
+    def render(self, request: h.GraphRequest, response: h.GraphResponse) -> Response:
+        headers = {"request-id": request.request_id,
+                   "client-request-id": request.client_request_id, **response.headers}
+        if response.body is None:
+            return Response(status_code=response.status, headers=headers)
+        return Response(orjson.dumps(response.body), status_code=response.status,
+                        headers=headers, media_type=JSON_TYPE)
+
+
+def depends_on(item: dict[str, Any]) -> list[str]:
+    return [str(d) for d in item.get("dependsOn") or []]
+
+
+def batch_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items with each after what it depends on; unknown or circular dependencies are 400."""
+    by_id = {str(item["id"]): item for item in items}
+    done: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def place(item_id: str) -> None:
+        if item_id in placed:
+            return
+        if item_id in visiting or item_id not in by_id:
+            raise h.GraphError(400, "BadRequest",
+                               f"Invalid dependsOn: request '{item_id}' is unknown or circular.")
+        visiting.add(item_id)
+        for dependency in depends_on(by_id[item_id]):
+            place(dependency)
+        visiting.discard(item_id)
+        placed.add(item_id)
+        done.append(by_id[item_id])
+
+    for item_id in by_id:
+        place(item_id)
+    return done
+
+
+def build_app(service: h.GraphService, identity: Identity, stats: EmulatorStats) -> Starlette:
+    """The whole emulator: the Entra-like identity endpoints and Graph under /v1.0."""
+
+    def base_url(request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}"
+
+    async def openid_configuration(request: Request) -> Response:
+        return _json(identity.openid_configuration(base_url(request),
+                                                   request.path_params["tenant"]))
+
+    async def instance_discovery(request: Request) -> Response:
+        endpoint = request.query_params.get("authorization_endpoint", "")
+        return _json(identity.instance_discovery(base_url(request), endpoint))
+
+    async def keys(_: Request) -> Response:
+        return _json(identity.jwks())
+
+    async def token(request: Request) -> Response:
+        # application/x-www-form-urlencoded, parsed here (no python-multipart dependency)
+        fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        return _json(identity.token(base_url(request), request.path_params["tenant"], fields))
+
+    gate = GraphGate(service, identity, stats)
+    return Starlette(routes=[
+        Route("/common/discovery/instance", instance_discovery),
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
+        Route("/{tenant}/discovery/v2.0/keys", keys),
+        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+        Route("/v1.0/{path:path}", gate, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+    ])
+
+
+def _json(answer: IdentityAnswer) -> Response:
+    return Response(orjson.dumps(answer.body), status_code=answer.status,
+                    media_type="application/json; charset=utf-8",
+                    headers={"Cache-Control": "no-store, no-cache"})
+
+
+class DropLogFilter(logging.Filter):
+    """Keep injected connection resets out of the server's error log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+def route_table() -> Collection[tuple[str, str, tuple[str, ...]]]:
+    """(method, path, roles) for every Graph route, for docs and `emulator routes`."""
+    return [(r.method, r.template, r.roles) for r in GRAPH_ROUTES]

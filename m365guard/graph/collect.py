@@ -1,0 +1,539 @@
+"""Collect one night's data from Graph into `tables.Collected`.
+
+Public API (the nightly pipeline calls exactly this)::
+
+    with open_session(conn) as session:          # conn: settings.ConnectionSettings
+        session.granted_roles                     # application permissions in the token
+        result = collect(session, CollectRequest(since=..., delta_links=...), progress=None)
+    result.collected   # tables.Collected: every table in tables.COLLECTED, coverage included
+    result.delta_links # {(mailbox upn, folder): deltaLink} to keep for the next night
+    result.requests    # HTTP requests sent;  result.errors: one line per thing not read
+
+How: directory lists (users, skus, education roles, group members) are paged directly; the
+per-mailbox work (mail delta per folder, inbox rules, chats) is a set of *streams*, each a chain
+of GETs, sent 20 at a time through `$batch` with at most 4 in flight per mailbox and a global cap.
+Throttled items wait for their own Retry-After (fractions too), failed mailboxes are recorded in
+coverage and the run goes on. Delta rounds follow nextLinks through empty pages and end only at
+the deltaLink; an expired delta link (410 / syncStateNotFound) means a full resync of that
+folder from `since`. Mailbox-level forwarding comes from the unified audit log (Set-Mailbox) and
+an optional Get-EXOMailbox export. Only the fields the rules need are selected, never a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import heapq
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.models.security.audit_log_query import AuditLogQuery
+
+from m365guard import tables
+from m365guard.errors import ExitCode, GuardError
+from m365guard.graph.client import (
+    BATCH_LIMIT,
+    RETRYABLE_STATUS,
+    BatchReply,
+    GraphSession,
+    error_code,
+    open_session,
+)
+from m365guard.graph.permissions import REQUIRED_PERMISSIONS
+
+__all__ = ["CollectRequest", "CollectResult", "GraphSession", "collect", "open_session"]
+
+log = logging.getLogger(__name__)
+
+MESSAGE_FIELDS = (
+    "id", "internetMessageId", "conversationId", "subject", "sentDateTime", "receivedDateTime",
+    "from", "toRecipients", "ccRecipients", "bccRecipients", "hasAttachments",
+)
+USER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled",
+               "assignedLicenses")
+USER_TYPE = "#microsoft.graph.user"
+RULE_ACTIONS = ("forwardTo", "redirectTo", "forwardAsAttachmentTo")
+PER_MAILBOX_IN_FLIGHT = 4  # Outlook's documented concurrency limit per app and mailbox
+SYNC_STATE_GONE = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
+ProgressSink = Callable[[int, int], None]
+
+
+@dataclass
+class CollectRequest:
+    """What to read tonight."""
+
+    since: dt.datetime
+    delta_links: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    folders: tuple[str, ...] = ("sentitems", "inbox")
+    group_names: tuple[str, ...] = ()
+    include_rules: bool = True
+    include_chats: bool = True
+    include_audit: bool = True
+    forwarding_export: Path | None = None
+    until: dt.datetime | None = None  # audit window end; None = now
+    page_size: int = 250
+    max_batches_in_flight: int = 6
+    audit_poll_seconds: float = 5.0
+    audit_timeout_seconds: float = 1800.0
+
+
+@dataclass
+class CollectResult:
+    """What one collection produced."""
+
+    collected: tables.Collected
+    delta_links: dict[tuple[str, str], str]
+    requests: int
+    errors: list[str]
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _address(recipient: Any) -> tuple[str, str]:
+    email = (recipient or {}).get("emailAddress") or {}
+    return str(email.get("address") or ""), str(email.get("name") or "")
+
+
+@dataclass
+class _Stream:
+    """One chain of GETs for one mailbox and kind (a folder's delta round, rules, chats)."""
+
+    mailbox: str
+    mailbox_id: str
+    kind: str
+    start_url: str
+    url: str
+    headers: dict[str, str]
+    delta: bool
+    resynced: bool = False
+    attempts: int = 0
+    items: int = 0
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def restart(self) -> None:
+        self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}
+
+
+class _Collector:
+    """The state of one run: accumulated rows, coverage and the stream scheduler."""
+
+    def __init__(self, session: GraphSession, request: CollectRequest,
+                 progress: ProgressSink | None) -> None:
+        self.session = session
+        self.request = request
+        self.progress = progress
+        self.rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in tables.COLLECTED}
+        self.delta_links: dict[tuple[str, str], str] = {}
+        self.errors: list[str] = []
+        self.finished = 0
+        self.total = 0
+
+    # ---- coverage -------------------------------------------------------------------------
+    def cover(self, mailbox: str, kind: str, status: str, reason: str, items: int) -> None:
+        self.rows["coverage"].append((mailbox, kind, status, reason, items))
+        if status == "failed":
+            self.errors.append(f"{mailbox or 'tenant'} {kind}: {reason}")
+
+    def failure_reason(self, kind: str, status: int, body: Any) -> str:
+        code, message = error_code(body)
+        if status == 403:
+            return f"access denied ({code or 403}): grant {REQUIRED_PERMISSIONS[kind]}"
+        if status == 404:
+            return f"not found ({code or 404})"
+        return f"HTTP {status} {code} {message}".strip()
+
+    # ---- directory lists -------------------------------------------------------------------
+    async def read_all(self, kind: str, first: Any, mailbox: str = "") -> list[Any] | None:
+        """Every item of a paged list (following nextLinks through empty pages)."""
+        info: Any = first
+        items: list[Any] = []
+        while True:
+            status, body = await self.session.get_json(info)
+            if status != 200:
+                self.cover(mailbox, kind, "failed", self.failure_reason(kind, status, body), 0)
+                return None
+            items.extend(body.get("value", []))
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                return items
+            info = self.session.get_info(next_link)
+
+    async def read_users(self) -> list[dict[str, Any]]:
+        config = RequestConfiguration(
+            query_parameters=self.session.client.users.UsersRequestBuilderGetQueryParameters(
+                select=list(USER_FIELDS), top=999))
+        users = await self.read_all("users", self.session.client.users
+                                    .to_get_request_information(config))
+        if users is None:
+            raise GuardError(
+                "cannot list users: grant the application permission User.Read.All"
+                " (run `m365guard doctor`)", ExitCode.PERMISSION_MISSING)
+        for user in users:
+            skus = ";".join(str(lic.get("skuId", "")) for lic in user.get("assignedLicenses") or [])
+            self.rows["users"].append((
+                user.get("id", ""), user.get("userPrincipalName") or "", user.get("mail") or "",
+                user.get("displayName") or "", bool(user.get("accountEnabled")), skus))
+        self.cover("", "users", "ok", "", len(users))
+        return users
+
+    async def read_skus(self) -> None:
+        builder = self.session.client.subscribed_skus
+        config = RequestConfiguration(query_parameters=builder
+                                      .SubscribedSkusRequestBuilderGetQueryParameters(
+                                          select=["skuId", "skuPartNumber"]))
+        skus = await self.read_all("skus", builder.to_get_request_information(config))
+        if skus is not None:
+            self.rows["skus"].extend((s.get("skuId", ""), s.get("skuPartNumber") or "")
+                                     for s in skus)
+            self.cover("", "skus", "ok", "", len(skus))
+
+    async def read_edu_roles(self) -> None:
+        builder = self.session.client.education.users
+        config = RequestConfiguration(query_parameters=builder
+                                      .UsersRequestBuilderGetQueryParameters(
+                                          select=["id", "primaryRole"]))
+        users = await self.read_all("edu_roles", builder.to_get_request_information(config))
+        if users is not None:
+            self.rows["edu_roles"].extend((u.get("id", ""), u.get("primaryRole") or "")
+                                          for u in users)
+            self.cover("", "edu_roles", "ok", "", len(users))
+
+    async def read_groups(self) -> None:
+        for name in self.request.group_names:
+            builder = self.session.client.groups
+            escaped = name.replace("'", "''")
+            config = RequestConfiguration(query_parameters=builder
+                                          .GroupsRequestBuilderGetQueryParameters(
+                                              filter=f"displayName eq '{escaped}'",
+                                              select=["id", "displayName"]))
+            found = await self.read_all("group_members", builder.to_get_request_information(config))
+            if found is None:
+                continue
+            if not found:
+                raise GuardError(f"policy names group {name!r}, which the tenant does not have;"
+                                 " fix the group name in policies.toml", ExitCode.CONFIG_ERROR)
+            for group in found:
+                members = self.session.client.groups.by_group_id(group["id"]).transitive_members
+                config_members = RequestConfiguration(query_parameters=members
+                                                      .TransitiveMembersRequestBuilderGetQueryParameters(
+                                                          select=["id"], top=999))
+                found_members = await self.read_all(
+                    "group_members", members.to_get_request_information(config_members))
+                if found_members is None:
+                    continue
+                users = [m for m in found_members
+                         if m.get("@odata.type", USER_TYPE) == USER_TYPE]  # not nested groups
+                self.rows["group_members"].extend((group["id"], name, u.get("id", ""))
+                                                  for u in users)
+                self.cover("", f"group:{name}", "ok", "", len(users))
+
+    # ---- per-mailbox streams -------------------------------------------------------------
+    def mail_stream(self, upn: str, user_id: str, folder: str) -> _Stream:
+        builder = self.session.client.users.by_user_id(user_id).mail_folders \
+            .by_mail_folder_id(folder).messages.delta
+        config = RequestConfiguration(query_parameters=builder
+                                      .DeltaRequestBuilderGetQueryParameters(
+                                          select=list(MESSAGE_FIELDS),
+                                          filter=f"receivedDateTime ge {_iso(self.request.since)}"))
+        # Graph documents .../messages/delta; the SDK's template writes OData's delta().
+        start = self.session.relative(builder.to_get_request_information(config).url) \
+            .replace("/delta()?", "/delta?")
+        saved = self.request.delta_links.get((upn, folder))
+        headers = {"Prefer": f"odata.maxpagesize={self.request.page_size}"}
+        url = self.session.relative(saved) if saved else start
+        return _Stream(upn, user_id, folder, start, url, headers, delta=True)
+
+    def rules_stream(self, upn: str, user_id: str) -> _Stream:
+        builder = self.session.client.users.by_user_id(user_id).mail_folders \
+            .by_mail_folder_id("inbox").message_rules
+        url = self.session.relative(builder.to_get_request_information().url)
+        return _Stream(upn, user_id, "messageRules", url, url, {}, delta=False)
+
+    def chats_stream(self, upn: str, user_id: str) -> _Stream:
+        builder = self.session.client.users.by_user_id(user_id).chats
+        config = RequestConfiguration(query_parameters=builder
+                                      .ChatsRequestBuilderGetQueryParameters(expand=["members"]))
+        url = self.session.relative(builder.to_get_request_information(config).url)
+        return _Stream(upn, user_id, "chats", url, url, {}, delta=False)
+
+    def take_page(self, stream: _Stream, body: Any) -> None:
+        """Decode one page of raw JSON into the stream's rows."""
+        values = body.get("value", []) if isinstance(body, dict) else []
+        rows = stream.rows
+        if stream.kind == "messageRules":
+            out = rows.setdefault("rule_forwards", [])
+            for rule in values:
+                actions = rule.get("actions") or {}
+                for action in RULE_ACTIONS:
+                    for recipient in actions.get(action) or []:
+                        address, name = _address(recipient)
+                        out.append((stream.mailbox_id, stream.mailbox, rule.get("id", ""),
+                                    rule.get("displayName") or "", bool(rule.get("isEnabled")),
+                                    action, address, name))
+        elif stream.kind == "chats":
+            chats, members = rows.setdefault("chats", []), rows.setdefault("chat_members", [])
+            for chat in values:
+                chat_id = chat.get("id", "")
+                chats.append((chat_id, chat.get("chatType") or "", chat.get("topic") or "",
+                              chat.get("createdDateTime"), chat.get("lastUpdatedDateTime")))
+                for member in chat.get("members") or []:
+                    members.append((chat_id, member.get("userId") or "", member.get("email") or "",
+                                    member.get("displayName") or "", member.get("tenantId") or "",
+                                    ";".join(member.get("roles") or [])))
+        else:
+            messages = rows.setdefault("messages", [])
+            recipients = rows.setdefault("recipients", [])
+            for message in values:
+                if "@removed" in message:
+                    continue
+                message_id = message.get("id", "")
+                sender, sender_name = _address(message.get("from"))
+                messages.append((
+                    stream.mailbox_id, stream.mailbox, stream.kind, message_id,
+                    message.get("internetMessageId") or "", message.get("conversationId") or "",
+                    message.get("subject") or "", message.get("sentDateTime"),
+                    message.get("receivedDateTime"), sender, sender_name,
+                    bool(message.get("hasAttachments"))))
+                for kind, key in (("to", "toRecipients"), ("cc", "ccRecipients"),
+                                  ("bcc", "bccRecipients")):
+                    for recipient in message.get(key) or []:
+                        address, name = _address(recipient)
+                        recipients.append((message_id, kind, address, name))
+        stream.items += len(values)
+
+    def finish(self, stream: _Stream, status: str, reason: str = "") -> None:
+        if status in ("ok", "resynced"):
+            for name, rows in stream.rows.items():
+                self.rows[name].extend(rows)
+        self.cover(stream.mailbox, stream.kind, status, reason, stream.items)
+        self.finished += 1
+        if self.progress is not None:
+            self.progress(self.finished, self.total)
+
+    def handle(self, stream: _Stream, reply: BatchReply) -> float | None:
+        """Apply one item's reply; returns a delay before the stream's next GET, or None if done."""
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status == 200:
+            stream.attempts = 0
+            self.take_page(stream, body)
+            if next_link := body.get("@odata.nextLink"):
+                stream.url = self.session.relative(next_link)
+                return 0.0
+            if stream.delta:
+                delta_link = body.get("@odata.deltaLink")
+                if not delta_link:
+                    self.finish(stream, "failed", "delta page with neither nextLink nor deltaLink")
+                    return None
+                self.delta_links[(stream.mailbox, stream.kind)] = delta_link
+            self.finish(stream, "resynced" if stream.resynced else "ok")
+            return None
+        code, _ = error_code(body)
+        if stream.delta and (reply.status == 410 or code.lower() in SYNC_STATE_GONE):
+            if stream.resynced and stream.url == stream.start_url:
+                self.finish(stream, "failed", f"delta resync refused ({code or reply.status})")
+                return None
+            stream.restart()
+            return 0.0
+        if "mailboxnotenabled" in code.lower():
+            self.finish(stream, "no_mailbox", code)
+            return None
+        if reply.status in RETRYABLE_STATUS:
+            stream.attempts += 1
+            if stream.attempts >= self.session.retry.attempts:
+                self.finish(stream, "failed", f"retries exhausted (HTTP {reply.status} {code})")
+                return None
+            return self.session.retry.backoff(stream.attempts, reply.retry_after)
+        self.finish(stream, "failed", self.failure_reason(
+            "messages" if stream.delta else stream.kind, reply.status, body))
+        return None
+
+    async def run_streams(self, streams: list[_Stream]) -> None:
+        """Send every stream's GETs through $batch until each one is done."""
+        self.total += len(streams)
+        ready: deque[_Stream] = deque(streams)
+        waiting: list[tuple[float, int, _Stream]] = []
+        order = itertools.count()
+        in_flight: Counter[str] = Counter()
+        active: dict[asyncio.Task[dict[str, BatchReply]], list[_Stream]] = {}
+        while ready or waiting or active:
+            now = time.monotonic()
+            while waiting and waiting[0][0] <= now:
+                ready.append(heapq.heappop(waiting)[2])
+            while ready and len(active) < self.request.max_batches_in_flight:
+                picked: list[_Stream] = []
+                skipped: list[_Stream] = []
+                while ready and len(picked) < BATCH_LIMIT:
+                    stream = ready.popleft()
+                    if in_flight[stream.mailbox_id] < PER_MAILBOX_IN_FLIGHT:
+                        in_flight[stream.mailbox_id] += 1
+                        picked.append(stream)
+                    else:
+                        skipped.append(stream)
+                ready.extendleft(reversed(skipped))
+                if not picked:
+                    break
+                items = [(str(i), s.url, s.headers) for i, s in enumerate(picked)]
+                active[asyncio.ensure_future(self.session.send_batch(items))] = picked
+            timeout = max(waiting[0][0] - time.monotonic(), 0.0) if waiting else None
+            if not active:
+                await asyncio.sleep(timeout or 0.0)
+                continue
+            done, _ = await asyncio.wait(active, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                picked = active.pop(task)
+                replies = task.result()
+                for index, stream in enumerate(picked):
+                    in_flight[stream.mailbox_id] -= 1
+                    reply = replies.get(str(index), BatchReply(500, {}, None))
+                    delay = self.handle(stream, reply)
+                    if delay is None:
+                        continue
+                    if delay <= 0:
+                        ready.append(stream)
+                    else:
+                        heapq.heappush(waiting, (time.monotonic() + delay, next(order), stream))
+
+    # ---- audit log ---------------------------------------------------------------------
+    async def read_audit(self) -> None:
+        """Set-Mailbox forwarding changes from the unified audit log (a query, then its records)."""
+        until = self.request.until or dt.datetime.now(dt.UTC)
+        query = AuditLogQuery(
+            odata_type="#microsoft.graph.security.auditLogQuery",
+            display_name=f"m365guard mailbox forwarding {_iso(until)}",
+            filter_start_date_time=self.request.since,
+            filter_end_date_time=until,
+            operation_filters=["Set-Mailbox"],
+        )
+        queries = self.session.client.security.audit_log.queries
+        status, body = await self.session.get_json(queries.to_post_request_information(query))
+        if status not in (200, 201):
+            self.cover("", "auditLog", "failed", self.failure_reason("auditLog", status, body), 0)
+            return
+        query_builder = queries.by_audit_log_query_id(body["id"])
+        deadline = time.monotonic() + self.request.audit_timeout_seconds
+        pause = self.request.audit_poll_seconds
+        state = str(body.get("status", ""))
+        while state != "succeeded":
+            if state in ("failed", "cancelled") or time.monotonic() > deadline:
+                self.cover("", "auditLog", "failed", f"audit log query {state or 'timed out'}", 0)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 60.0)
+            status, body = await self.session.get_json(query_builder.to_get_request_information())
+            state = str(body.get("status", "")) if status == 200 else "failed"
+        records = await self.read_all("auditLog",
+                                      query_builder.records.to_get_request_information())
+        if records is None:
+            return
+        for record in records:
+            self.rows["mailbox_forwarding"].extend(forwarding_from_audit(record))
+        self.cover("", "auditLog", "ok", "", len(records))
+
+    # ---- the whole run ---------------------------------------------------------------
+    async def run(self) -> None:
+        users = (await asyncio.gather(self.read_users(), self.read_skus(),
+                                      self.read_edu_roles(), self.read_groups()))[0]
+        streams: list[_Stream] = []
+        for user in users:
+            upn, user_id = user.get("userPrincipalName") or "", user.get("id", "")
+            if user.get("mail"):
+                streams.extend(self.mail_stream(upn, user_id, f) for f in self.request.folders)
+                if self.request.include_rules:
+                    streams.append(self.rules_stream(upn, user_id))
+            if self.request.include_chats:
+                streams.append(self.chats_stream(upn, user_id))
+        if self.request.include_audit:
+            await asyncio.gather(self.run_streams(streams), self.read_audit())
+        else:
+            await self.run_streams(streams)
+
+
+def forwarding_from_audit(record: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows of mailbox_forwarding from one Set-Mailbox audit record ("" = forwarding cleared)."""
+    if record.get("operation") != "Set-Mailbox":
+        return []
+    data = record.get("auditData") or {}
+    params = {str(p.get("Name")): p.get("Value") for p in data.get("Parameters") or []}
+    mailbox = str(params.get("Identity") or data.get("ObjectId") or record.get("objectId")
+                  or record.get("userPrincipalName") or "")
+    deliver = str(params.get("DeliverToMailboxAndForward", "")).lower() == "true"
+    rows = []
+    for name in ("ForwardingSmtpAddress", "ForwardingAddress"):
+        if name in params:
+            rows.append((mailbox, _strip_smtp(params[name]), deliver, "audit",
+                         record.get("createdDateTime"), str(record.get("id", ""))))
+    return rows
+
+
+def _strip_smtp(value: Any) -> str:
+    text = str(value or "").strip()
+    return text[5:] if text.lower().startswith("smtp:") else text
+
+
+def read_forwarding_export(path: Path) -> list[tuple[Any, ...]]:
+    """Rows from `Get-EXOMailbox ... | Export-Csv` (Windows PowerShell's #TYPE line allowed)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        observed = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GuardError(f"forwarding export {path}: cannot read it ({exc});"
+                         " export it again with Export-Csv -Encoding UTF8",
+                         ExitCode.INPUT_FILE_ERROR) from exc
+    lines = [line for line in text.splitlines() if not line.startswith("#TYPE")]
+    reader = csv.DictReader(lines)
+    columns = set(reader.fieldnames or [])
+    identity = next((c for c in ("UserPrincipalName", "PrimarySmtpAddress") if c in columns), None)
+    if identity is None or not columns & {"ForwardingSmtpAddress", "ForwardingAddress"}:
+        raise GuardError(
+            f"forwarding export {path}: needs columns UserPrincipalName, ForwardingSmtpAddress,"
+            " ForwardingAddress, DeliverToMailboxAndForward (see docs/graph-access.md)",
+            ExitCode.INPUT_FILE_ERROR)
+    rows: list[tuple[Any, ...]] = []
+    for number, row in enumerate(reader, start=1):
+        deliver = str(row.get("DeliverToMailboxAndForward") or "").lower() == "true"
+        for name in ("ForwardingSmtpAddress", "ForwardingAddress"):
+            address = _strip_smtp(row.get(name))
+            if address:
+                rows.append((row[identity] or "", address, deliver, "export", observed,
+                             f"{path.name}:{number}"))
+    return rows
+
+
+def _frame(name: str, rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(rows), columns=list(tables.SCHEMAS[name]))
+    return tables.conform(name, frame) if len(frame) else tables.empty(name)
+
+
+def collect(session: GraphSession, request: CollectRequest,
+            progress: ProgressSink | None = None) -> CollectResult:
+    """Read everything one night needs; failures of single mailboxes land in coverage."""
+    collector = _Collector(session, request, progress)
+    before = session.counter.http_requests
+    session.run(collector.run())
+    if request.forwarding_export is not None:
+        exported = read_forwarding_export(request.forwarding_export)
+        collector.rows["mailbox_forwarding"].extend(exported)
+        collector.cover("", "forwardingExport", "ok", "", len(exported))
+    frames = {name: _frame(name, rows) for name, rows in collector.rows.items()}
+    frames["messages"] = frames["messages"].drop_duplicates(
+        ["mailbox_id", "message_id"], keep="last", ignore_index=True)
+    frames["chats"] = frames["chats"].drop_duplicates("chat_id", ignore_index=True)
+    frames["chat_members"] = frames["chat_members"].drop_duplicates(ignore_index=True)
+    return CollectResult(
+        collected=tables.Collected(**frames),
+        delta_links=collector.delta_links,
+        requests=session.counter.http_requests - before,
+        errors=collector.errors,
+    )

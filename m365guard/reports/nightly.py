@@ -1,0 +1,129 @@
+"""The nightly outputs: findings-YYYY-MM-DD.csv for the technician and run-YYYY-MM-DD.json.
+
+The CSV lists what needs attention after tonight's run: new findings (and ones back after
+being resolved) first, then everything still open, highest severity first. The JSON is the
+run's own record: window, outcome, what was and was not covered and why, so a clean night can
+be told apart from a night that could not look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from m365guard.reports.csvfile import write_bytes_atomic, write_csv
+from m365guard.state import FINDING_FRAME_SCHEMA, FindingsUpdate, RunRecord, iso
+from m365guard.tables import SCHEMAS, SEVERITIES, conform
+
+NIGHTLY_COLUMNS: tuple[str, ...] = (
+    *SCHEMAS["findings"],
+    "first_seen",
+    "last_seen",
+    "times_seen",
+    "status",
+    "is_new",
+)
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class NightlyPaths:
+    """The files one night wrote."""
+
+    findings_csv: Path
+    run_json: Path
+
+
+def nightly_findings(update: FindingsUpdate) -> pd.DataFrame:
+    """The findings CSV table: new and reopened (is_new) then still open, by severity."""
+    fresh = pd.concat([update.new, update.reopened], ignore_index=True)
+    table = pd.concat(
+        [fresh.assign(is_new=True), update.still_open.assign(is_new=False)], ignore_index=True
+    )
+    if table.empty:
+        table = pd.DataFrame(
+            {col: pd.Series([], dtype=dtype) for col, dtype in FINDING_FRAME_SCHEMA.items()}
+        ).assign(is_new=pd.Series([], dtype=bool))
+    table = table.assign(_rank=table["severity"].map(SEVERITY_RANK).fillna(-1))
+    table = table.sort_values(
+        ["is_new", "_rank", "occurred_at", "finding_id"],
+        ascending=[False, False, True, True],
+        kind="stable",
+        na_position="last",
+    )
+    return table.loc[:, list(NIGHTLY_COLUMNS)].reset_index(drop=True)
+
+
+def run_summary(
+    run: RunRecord, update: FindingsUpdate, coverage: pd.DataFrame
+) -> dict[str, Any]:
+    """The run JSON as a dict: window, outcome, coverage with gaps and reasons, counts."""
+    coverage = conform("coverage", coverage)
+    covered = coverage["status"].isin(["ok", "resynced"])
+    gaps = coverage[~covered].sort_values(["mailbox", "folder"], kind="stable")
+    open_now = pd.concat([update.new, update.reopened, update.still_open], ignore_index=True)
+    by_rule: dict[str, dict[str, int]] = {}
+    for rule_id, severity in zip(open_now["rule_id"], open_now["severity"], strict=True):
+        counts = by_rule.setdefault(str(rule_id), {})
+        counts[str(severity)] = counts.get(str(severity), 0) + 1
+    new_findings = pd.concat([update.new, update.reopened], ignore_index=True)
+    return {
+        "run_id": run.run_id,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at) if run.finished_at else None,
+        "window": {
+            "start": iso(run.window_start) if run.window_start else None,
+            "end": iso(run.window_end) if run.window_end else None,
+        },
+        "outcome": run.outcome,
+        "coverage": {
+            "mailboxes": int(coverage["mailbox"].nunique()),
+            "mailboxes_with_gaps": int(gaps["mailbox"].nunique()),
+            "folders_read": int(covered.sum()),
+            "folders_not_read": len(gaps),
+            "items_read": int(coverage["items"].fillna(0).sum()),
+            "uncovered": [
+                {
+                    "mailbox": str(row["mailbox"]),
+                    "folder": str(row["folder"]),
+                    "status": str(row["status"]),
+                    "reason": str(row["reason"]),
+                }
+                for row in gaps.to_dict("records")
+            ],
+        },
+        "findings": {
+            "new": len(update.new),
+            "reopened": len(update.reopened),
+            "still_open": len(update.still_open),
+            "resolved": len(update.resolved),
+            "new_by_severity": _by_severity(new_findings),
+            "open_by_severity": _by_severity(open_now),
+            "open_by_rule": dict(sorted(by_rule.items())),
+        },
+        "counts": run.counts,
+        "granted_permissions": list(run.granted_permissions),
+        "error": run.error,
+    }
+
+
+def _by_severity(findings: pd.DataFrame) -> dict[str, int]:
+    counts = findings["severity"].value_counts()
+    return {severity: int(counts.get(severity, 0)) for severity in reversed(SEVERITIES)}
+
+
+def write_nightly_reports(
+    out_dir: Path, run: RunRecord, update: FindingsUpdate, coverage: pd.DataFrame
+) -> NightlyPaths:
+    """Write findings-DATE.csv and run-DATE.json for the run (DATE: the run's UTC start date)."""
+    day = run.started_at.date().isoformat()
+    findings_csv = write_csv(nightly_findings(update), out_dir / f"findings-{day}.csv")
+    run_json = write_bytes_atomic(
+        out_dir / f"run-{day}.json",
+        orjson.dumps(run_summary(run, update, coverage), option=orjson.OPT_INDENT_2) + b"\n",
+    )
+    return NightlyPaths(findings_csv=findings_csv, run_json=run_json)

@@ -1,0 +1,122 @@
+"""What every rule receives (RuleInput) and how it writes findings (make_findings).
+
+RuleInput bundles the collected tables with the directory and the per-message participant
+table the mail rules share, so the expensive joins happen once per run, not once per rule.
+Participants carry row positions into `messages` rather than copies of message columns: rules
+filter participants first and fetch message columns only for the few rows left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from m365guard import tables
+from m365guard.config import Policy, RuleSettings, Severity
+from m365guard.directory import STRING, build_directory, classify_users, normalise_addresses
+
+SEVERITY_RANK = {name: rank for rank, name in enumerate(tables.SEVERITIES)}
+_DIRECTORY_COLUMNS = ("role", "is_school_account", "person_id", "person_role", "evidence")
+
+
+@dataclass
+class RuleInput:
+    """The collected tables, the directory and the users' roles: all a rule may read."""
+
+    collected: tables.Collected
+    directory: pd.DataFrame
+    users: pd.DataFrame
+
+    @classmethod
+    def build(cls, collected: tables.Collected, policy: Policy) -> RuleInput:
+        """Classify users and addresses once for all rules."""
+        return cls(collected, build_directory(collected, policy), classify_users(collected, policy))
+
+    @cached_property
+    def user_by_id(self) -> pd.DataFrame:
+        """users indexed by user_id (upn, display_name, role)."""
+        return self.users.drop_duplicates("user_id").set_index("user_id")
+
+    @cached_property
+    def messages(self) -> pd.DataFrame:
+        """messages plus the mailbox owner's role and the normalised sender."""
+        messages = self.collected["messages"]
+        roles = self.user_by_id["role"]
+        return messages.assign(
+            mailbox_role=messages["mailbox_id"].map(roles).fillna("").astype(STRING),
+            from_norm=normalise_addresses(messages["from_address"]),
+        )
+
+    @cached_property
+    def participants(self) -> pd.DataFrame:
+        """One row per sender and recipient of every message: msg (row in messages), kind
+        (from/to/cc/bcc), address (normalised) and the directory's verdict on it."""
+        messages = self.messages
+        recipients = self.collected["recipients"]
+        msg_of_recipient = pd.Index(messages["message_id"]).get_indexer(recipients["message_id"])
+        kept = msg_of_recipient >= 0
+        parts = pd.DataFrame({
+            "msg": np.concatenate([np.arange(len(messages)), msg_of_recipient[kept]]),
+            "kind": pd.concat([pd.Series("from", index=messages.index, dtype=STRING),
+                               recipients.loc[kept, "kind"]], ignore_index=True),
+            "address": pd.concat([messages["from_norm"],
+                                  normalise_addresses(recipients.loc[kept, "address"])],
+                                 ignore_index=True),
+        })
+        entry = pd.Index(self.directory["address"]).get_indexer(parts["address"])
+        parts = parts[entry >= 0].reset_index(drop=True)
+        entry = entry[entry >= 0]
+        for column in _DIRECTORY_COLUMNS:
+            parts[column] = self.directory[column].take(entry).to_numpy()
+        parts_table: pd.DataFrame = parts
+        return parts_table
+
+    def message_column(self, name: str, msg: pd.Series) -> np.ndarray:
+        """Column `name` of messages at row positions msg."""
+        values: np.ndarray = self.messages[name].to_numpy()[msg.to_numpy()]
+        return values
+
+
+def base_severity(settings: RuleSettings, default: Severity) -> str:
+    """The severity of a rule's main case: the policy's override or the rule's default."""
+    return settings.severity or default
+
+
+def shorten(text: pd.Series, limit: int = 60) -> pd.Series:
+    """Subjects quoted in summaries, cut at `limit` characters."""
+    text = text.fillna("").astype(str)
+    cut = text.str.len() > limit
+    return text.where(~cut, text.str.slice(0, limit - 1).str.rstrip() + "…")
+
+
+def finding_ids(rule_id: str, object_ids: pd.Series) -> list[str]:
+    """Stable ids: the first 16 hex characters of sha256(rule_id + NUL + object id)."""
+    return [hashlib.sha256(f"{rule_id}\0{oid}".encode()).hexdigest()[:16] for oid in object_ids]
+
+
+def make_findings(rule_id: str, clause: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Findings from rows holding every findings column but finding_id and policy_clause."""
+    if rows.empty:
+        return tables.empty("findings")
+    out = rows.reset_index(drop=True).assign(rule_id=rule_id, policy_clause=clause)
+    out["finding_id"] = finding_ids(rule_id, out["object_id"])
+    return tables.conform("findings", out)
+
+
+def strongest(findings: pd.DataFrame) -> pd.DataFrame:
+    """One row per object_id: the most severe (first on ties)."""
+    if findings.empty:
+        return findings
+    rank = findings["severity"].map(SEVERITY_RANK)
+    order = np.argsort(-rank.to_numpy(), kind="stable")
+    return findings.iloc[order].drop_duplicates("object_id").sort_index()
+
+
+def display(data: RuleInput, user_ids: pd.Series, fallback: pd.Series) -> pd.Series:
+    """A person's display name from the tenant, else the fallback text."""
+    names = user_ids.map(data.user_by_id["display_name"])
+    return names.where(names.notna() & (names != ""), fallback).astype(str)

@@ -1,0 +1,340 @@
+"""StateDB against a real SQLite file: permissions, lock, resolution, ack, atomicity, retention."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from m365guard.errors import ExitCode, GuardError
+from m365guard.state import StateDB, build_inventory, empty_inventory
+from m365guard.tables import empty, make_table
+
+T0 = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
+MAILBOX = "j.smith@school.example"
+
+
+def night(n: int) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def rule_finding(rule_id: str = "abc/1=", mailbox: str = MAILBOX) -> dict[str, Any]:
+    return {
+        "finding_id": f"fwd-{mailbox}-{rule_id}",
+        "rule_id": "external-forwarding-personal",
+        "severity": "high",
+        "policy_clause": "AUP-INTENDED-RECIPIENTS",
+        "occurred_at": "2025-03-01T09:00:00Z",
+        "actor": mailbox,
+        "actor_role": "staff",
+        "counterparts": "jsmith@gmail.com",
+        "object_type": "inbox_rule",
+        "object_id": f"{mailbox}/{rule_id}",
+        "summary": "inbox rule forwards to a personal address",
+    }
+
+
+def message_finding(n: int = 1) -> dict[str, Any]:
+    return {
+        "finding_id": f"bcc-{n}",
+        "rule_id": "multi-recipient-without-bcc",
+        "severity": "medium",
+        "policy_clause": "AUP-BCC",
+        "occurred_at": "2025-03-02T10:00:00Z",
+        "actor": MAILBOX,
+        "actor_role": "staff",
+        "counterparts": "a@gmail.com;b@yahoo.co.uk",
+        "object_type": "message",
+        "object_id": f"<msg{n}@school.example>",
+        "summary": "two parents visible to each other",
+    }
+
+
+def chat_finding() -> dict[str, Any]:
+    return {**rule_finding(), "finding_id": "chat-1", "object_type": "chat",
+            "object_id": "19:abc@thread.v2", "rule_id": "pupil-contact-non-school-channel"}
+
+
+def coverage(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    return make_table(
+        "coverage",
+        [{"mailbox": m, "folder": f, "status": s, "reason": "" if s == "ok" else "HTTP 503",
+          "items": 1} for m, f, s in rows],
+    )
+
+
+def run_night(
+    db: StateDB, n: int, findings: list[dict[str, Any]], cov: pd.DataFrame | None = None
+) -> Any:
+    run_id = db.start_run(night(n - 1), night(n), night(n))
+    return db.commit_run(
+        run_id,
+        make_table("findings", findings),
+        coverage((MAILBOX, "messageRules", "ok")) if cov is None else cov,
+        {},
+        empty_inventory(),
+        "complete",
+        {"messages": len(findings)},
+        night(n) + timedelta(minutes=5),
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[StateDB]:
+    state = StateDB.open(tmp_path / "state" / "m365guard.db")
+    yield state
+    state.close()
+
+
+def status_of(db: StateDB, finding_id: str) -> str:
+    found = db.findings(ids=[finding_id])
+    return str(found["status"].iloc[0])
+
+
+def test_open_creates_owner_only_file_and_folder_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.db"
+    with StateDB.open(path) as state:
+        assert state.schema_version == 1
+        state.start_run(None, None, T0)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for sibling in path.parent.iterdir():
+        assert stat.S_IMODE(sibling.stat().st_mode) & 0o077 == 0, sibling
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with StateDB.open(path) as again:
+        assert again.schema_version == 1
+
+
+def test_open_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    StateDB.open(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(GuardError) as raised:
+        StateDB.open(path)
+    assert raised.value.exit_code == ExitCode.CONFIG_ERROR
+    assert "state.path" in raised.value.message
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    StateDB.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(GuardError) as raised:
+        StateDB.open(path)
+    assert raised.value.exit_code == ExitCode.CONFIG_ERROR
+
+
+def test_second_lock_fails_at_once_with_already_running(db: StateDB) -> None:
+    other = StateDB.open(db.path)
+    with db.lock():
+        with pytest.raises(GuardError) as raised, other.lock():
+            pass
+        assert raised.value.exit_code == ExitCode.ALREADY_RUNNING
+    with other.lock():
+        pass
+    other.close()
+
+
+def test_snapshot_finding_resolves_when_covered_and_reopens(db: StateDB) -> None:
+    first = run_night(db, 1, [rule_finding()])
+    assert list(first.new["finding_id"]) == [rule_finding()["finding_id"]]
+    second = run_night(db, 2, [])
+    assert list(second.resolved["finding_id"]) == [rule_finding()["finding_id"]]
+    assert second.still_open.empty
+    third = run_night(db, 3, [rule_finding()])
+    assert list(third.reopened["finding_id"]) == [rule_finding()["finding_id"]]
+    assert third.new.empty
+    row = db.findings(ids=[rule_finding()["finding_id"]]).iloc[0]
+    assert (row["status"], row["times_seen"]) == ("open", 2)
+    events = db.finding_history([rule_finding()["finding_id"]])["event"].tolist()
+    assert events == ["opened", "resolved", "reopened"]
+
+
+def test_uncovered_mailbox_never_resolves(db: StateDB) -> None:
+    fid = rule_finding()["finding_id"]
+    run_night(db, 1, [rule_finding()])
+    failed = run_night(db, 2, [], coverage((MAILBOX, "messageRules", "failed")))
+    assert failed.resolved.empty and list(failed.still_open["finding_id"]) == [fid]
+    other_mailbox = run_night(db, 3, [], coverage(("someone@school.example", "messageRules", "ok")))
+    assert other_mailbox.resolved.empty
+    inbox_only = run_night(db, 4, [], coverage((MAILBOX, "inbox", "ok")))
+    assert inbox_only.resolved.empty
+    assert status_of(db, fid) == "open"
+
+
+def test_message_findings_stay_open_until_acknowledged(db: StateDB) -> None:
+    run_night(db, 1, [message_finding(1)], coverage((MAILBOX, "sentitems", "ok")))
+    later = run_night(db, 2, [message_finding(2)], coverage((MAILBOX, "sentitems", "ok")))
+    assert later.resolved.empty
+    assert list(later.new["finding_id"]) == ["bcc-2"]
+    assert list(later.still_open["finding_id"]) == ["bcc-1"]
+    db.ack("bcc-1", "Head", "spoken to the teacher", night(2) + timedelta(hours=8))
+    after = run_night(db, 3, [message_finding(1)], coverage((MAILBOX, "sentitems", "ok")))
+    assert list(after.still_open["finding_id"]) == ["bcc-2"]
+    row = db.findings(ids=["bcc-1"]).iloc[0]
+    assert (row["status"], row["times_seen"], row["status_by"]) == ("acknowledged", 2, "Head")
+    assert row["last_seen"] == pd.Timestamp(night(3) + timedelta(minutes=5))
+    history = db.finding_history(["bcc-1"])
+    assert history["event"].tolist() == ["opened", "acknowledged", "seen"]
+    assert history["reason"].iloc[1] == "spoken to the teacher"
+
+
+def test_chat_findings_need_every_chat_read(db: StateDB) -> None:
+    run_night(db, 1, [chat_finding()], coverage((MAILBOX, "chats", "ok")))
+    partly = run_night(
+        db, 2, [], coverage((MAILBOX, "chats", "ok"), ("b@school.example", "chats", "failed"))
+    )
+    assert partly.resolved.empty
+    none_read = run_night(db, 3, [], coverage((MAILBOX, "sentitems", "ok")))
+    assert none_read.resolved.empty
+    full = run_night(db, 4, [], coverage((MAILBOX, "chats", "ok"), ("b@school.example", "chats",
+                                                                       "ok")))
+    assert list(full.resolved["finding_id"]) == ["chat-1"]
+
+
+def test_ack_unknown_id_and_missing_reason_are_user_errors(db: StateDB) -> None:
+    with pytest.raises(GuardError) as unknown:
+        db.ack("nope", "Head", "done", T0)
+    assert unknown.value.exit_code == ExitCode.USAGE and "nope" in unknown.value.message
+    run_night(db, 1, [message_finding()])
+    with pytest.raises(GuardError) as no_reason:
+        db.ack("bcc-1", "Head", "  ", T0)
+    assert no_reason.value.exit_code == ExitCode.USAGE
+    assert status_of(db, "bcc-1") == "open"
+
+
+def test_an_exception_mid_commit_keeps_earlier_runs_and_loses_its_own(
+    db: StateDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_night(db, 1, [rule_finding()])
+    before = db.findings()
+
+    def explode(*args: object) -> list[str]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(StateDB, "_resolve_absent", explode)
+    run_id = db.start_run(night(1), night(2), night(2))
+    with pytest.raises(RuntimeError):
+        db.commit_run(run_id, make_table("findings", [message_finding()]),
+                      coverage((MAILBOX, "messageRules", "ok")), {(MAILBOX, "inbox"): "L2"},
+                      empty_inventory(), "complete", {}, night(2))
+    pd.testing.assert_frame_equal(db.findings(), before)
+    assert db.delta_links() == {}
+    assert db.coverage([run_id]).empty
+    with db.lock():
+        assert db.run(run_id).outcome == "failed"
+    assert db.run(1).outcome == "complete"
+
+
+def _commit_then_hang(path: Path, ready: Any) -> None:
+    """Child: commit a run but stop inside the transaction until killed."""
+    original = StateDB._resolve_absent
+
+    def hang(self: StateDB, *args: Any) -> list[str]:
+        original(self, *args)
+        ready.set()
+        signal.pause()
+        return []
+
+    StateDB._resolve_absent = hang  # type: ignore[method-assign]
+    state = StateDB.open(path)
+    with state.lock():
+        run_id = state.start_run(night(1), night(2), night(2))
+        findings = make_table("findings", [message_finding(n) for n in range(1, 200)])
+        state.commit_run(run_id, findings, coverage((MAILBOX, "messageRules", "ok")),
+                         {(MAILBOX, "inbox"): "L2"}, empty_inventory(), "complete", {}, night(2))
+
+
+def test_a_run_killed_mid_commit_leaves_earlier_runs_intact(db: StateDB) -> None:
+    run_night(db, 1, [rule_finding()])
+    earlier = db.findings()
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    child = context.Process(target=_commit_then_hang, args=(db.path, ready))
+    child.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(GuardError) as busy, db.lock():
+            pass
+        assert busy.value.exit_code == ExitCode.ALREADY_RUNNING
+    finally:
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    with StateDB.open(db.path) as reopened:
+        pd.testing.assert_frame_equal(reopened.findings(), earlier)
+        assert reopened.run(1).outcome == "complete"
+        assert reopened.run(2).outcome == "failed"
+        assert "killed" in reopened.run(2).error
+        assert reopened.delta_links() == {}
+        assert reopened.coverage([2]).empty
+        with sqlite3.connect(db.path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_delta_links_inventory_and_run_queries(db: StateDB) -> None:
+    rules = make_table("rule_forwards", [
+        {"mailbox": MAILBOX, "rule_id": "r/1", "rule_name": "=HYPERLINK(1)", "is_enabled": True,
+         "action": "forwardTo", "address": "me@gmail.com"}])
+    forwarding = make_table("mailbox_forwarding", [
+        {"mailbox": "a@school.example", "address": "a@hotmail.com", "source": "audit",
+         "observed_at": "2025-03-01T00:00:00Z"},
+        {"mailbox": "a@school.example", "address": "", "source": "audit",
+         "observed_at": "2025-03-02T00:00:00Z"},
+        {"mailbox": "b@school.example", "address": "b@aol.co.uk", "source": "export",
+         "deliver_and_forward": True, "observed_at": "2025-03-02T00:00:00Z"}])
+    inventory = build_inventory(rules, forwarding)
+    assert inventory["object_id"].tolist() == [f"{MAILBOX}/r/1", "b@school.example/b@aol.co.uk"]
+    run_id = db.start_run(night(0), night(1), night(1), granted_permissions=["User.Read.All"])
+    db.commit_run(run_id, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L1"},
+                  inventory, "partial", {"mailboxes": 1}, night(1))
+    run2 = db.start_run(night(1), night(2), night(2))
+    db.commit_run(run2, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L2"},
+                  empty_inventory(), "complete", {}, night(2))
+    assert db.delta_links() == {(MAILBOX, "inbox"): "L2"}
+    assert db.latest_inventory()["target"].tolist() == ["me@gmail.com", "b@aol.co.uk"]
+    assert db.run(run_id).granted_permissions == ("User.Read.All",)
+    last = db.last_successful_run()
+    assert last is not None and last.run_id == run2
+    assert [r.run_id for r in db.runs_between(night(0), night(2))] == [run_id]
+
+
+def test_prune_forgets_old_runs_and_closed_findings_but_keeps_open_ones(db: StateDB) -> None:
+    run_night(db, 1, [rule_finding(), message_finding()])
+    run_night(db, 2, [message_finding()])
+    assert status_of(db, rule_finding()["finding_id"]) == "resolved"
+    removed = db.prune(30, night(40))
+    assert removed == {"runs": 2, "findings": 1}
+    assert db.findings()["finding_id"].tolist() == ["bcc-1"]
+    assert db.runs_between(night(0), night(50)) == []
+    assert db.finding_history([rule_finding()["finding_id"]]).empty
+    with pytest.raises(GuardError):
+        db.prune(0, night(40))
+
+
+def test_findings_between_covers_activity_and_open_carry_over(db: StateDB) -> None:
+    run_night(db, 1, [message_finding(1), rule_finding()])
+    run_night(db, 5, [message_finding(1)])
+    rule_id = rule_finding()["finding_id"]
+    assert set(db.findings_between(night(3), night(4))["finding_id"]) == {"bcc-1", rule_id}
+    assert db.findings_between(night(6), night(7))["finding_id"].tolist() == ["bcc-1"]
+    assert db.findings_between(night(0), night(1))["finding_id"].tolist() == []
