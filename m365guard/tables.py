@@ -13,7 +13,7 @@ rows); `conform(name, df)` checks and casts a table produced elsewhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -169,9 +169,9 @@ def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
     casts = {col: dtype for col, dtype in schema.items() if str(out[col].dtype) != dtype}
     for col, dtype in casts.items():
         if dtype == TS:
-            out[col] = pd.to_datetime(out[col], utc=True, format="ISO8601").astype(dtype)
+            out[col] = pd.to_datetime(out[col], utc=True, format="ISO8601").astype(cast(Any, dtype))
         else:
-            out[col] = out[col].astype(dtype)
+            out[col] = out[col].astype(cast(Any, dtype))
     return out.reset_index(drop=True)
 
 

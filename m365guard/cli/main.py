@@ -17,6 +17,9 @@ COMMAND_MODULES = (
     "m365guard.cli.doctor",
     "m365guard.cli.policy",
     "m365guard.cli.rules",
+    "m365guard.cli.reports",
+    "m365guard.cli.nightly",
+    "m365guard.cli.demo",
 )
 
 app = typer.Typer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -20,10 +21,17 @@ class Format(str, Enum):
     md = "md"
 
 
+def section(rule: ModuleType, heading: str) -> str:
+    """The first sentence of one `## heading` section of a rule's docstring."""
+    found = re.search(rf"^## {heading}\n(.+?)(?:\n\n|\Z)", rule.__doc__ or "", re.M | re.S)
+    text = " ".join(found.group(1).split()) if found else ""
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".")
+
+
 def rule_rows() -> list[tuple[str, str, str, str, str]]:
     """(id, clause, default severity, what it checks, what it cannot see) per rule."""
-    return [(r.RULE_ID, r.CLAUSE, r.DEFAULT_SEVERITY, r.WHAT_IT_CHECKS, r.WHAT_IT_CANNOT_SEE)
-            for r in RULES]
+    return [(r.RULE_ID, r.CLAUSE, r.DEFAULT_SEVERITY, section(r, "What it checks"),
+             section(r, "What it cannot see")) for r in RULES]
 
 
 def _title(rule: ModuleType) -> str:

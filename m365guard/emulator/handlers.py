@@ -479,23 +479,24 @@ def messages_delta(call: Call, params: dict[str, str]) -> GraphResponse:
                              "The sync state generation is not found or has expired.")
         offset = int(payload.get("offset", 0))
         round_id = str(payload["round"])
+        after_empty = bool(payload.get("empty"))
     else:
         round_id, snapshot = start_delta_round(call, user["id"], folder)
-        offset = 0
-    if offset < len(snapshot.items) and service.faults.empty_delta_page():
-        link = f"{base}?$skiptoken={encode_token({'round': round_id, 'offset': offset})}"
-        return delta_page(request, user, folder, [], {"@odata.nextLink": link})
+        offset, after_empty = 0, False
+    if offset < len(snapshot.items) and not after_empty and service.faults.empty_delta_page():
+        token = encode_token({"round": round_id, "offset": offset, "empty": True})
+        return delta_page(request, [], {"@odata.nextLink": f"{base}?$skiptoken={token}"})
     chunk = snapshot.items[offset:offset + snapshot.page_size]
     items = [{"@odata.type": "#microsoft.graph.message", **project(item, snapshot.select)}
              if "@removed" not in item else item for item in chunk]
     offset += len(chunk)
     if offset < len(snapshot.items):
         link = f"{base}?$skiptoken={encode_token({'round': round_id, 'offset': offset})}"
-        return delta_page(request, user, folder, items, {"@odata.nextLink": link})
+        return delta_page(request, items, {"@odata.nextLink": link})
     with service.lock:
         service.delta_rounds.pop(round_id, None)
     token = call.tenant.start_delta(user["id"], folder.name, snapshot.since, snapshot.asof)
-    return delta_page(request, user, folder, items,
+    return delta_page(request, items,
                       {"@odata.deltaLink": f"{base}?$deltatoken={token}"})
 
 
@@ -528,8 +529,7 @@ def start_delta_round(call: Call, user_id: str, folder: Folder) -> tuple[str, De
     return round_id, snapshot
 
 
-def delta_page(request: GraphRequest, user: Json, folder: Folder, items: list[Json],
-               link: Json) -> GraphResponse:
+def delta_page(request: GraphRequest, items: list[Json], link: Json) -> GraphResponse:
     body: Json = {"@odata.context": f"{request.base_url}/v1.0/$metadata#Collection(message)",
                   **link, "value": items}
     return GraphResponse(200, body)

@@ -155,7 +155,8 @@ class GraphGate:
         body = await request.body()
         graph_request = h.GraphRequest(
             method=request.method,
-            path=request.url.path.removeprefix("/v1.0") or "/",
+            # the SDK calls functions with parentheses (".../delta()"); Graph accepts both
+            path=(request.url.path.removeprefix("/v1.0") or "/").replace("/delta()", "/delta"),
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
@@ -186,12 +187,11 @@ class GraphGate:
             if kind is FaultKind.SLOW:
                 self.stats.bump("faults_injected")
                 await asyncio.sleep(faults.config.slow_seconds)
-            if faults.config.latency_ms:
-                await asyncio.sleep(faults.config.latency_ms / 1000)
             if request.method == "POST" and request.path == "/$batch":
                 self.stats.count("POST /$batch")
-                return self.batch(request, claims)
-            return self.dispatch(request, claims, in_batch=False)
+                await self.latency()
+                return await self.batch(request, claims)
+            return await self.dispatch(request, claims, in_batch=False)
         except h.GraphError as error:
             return h.GraphResponse(error.status, h.error_body(error, request), error.headers)
 
@@ -204,9 +204,15 @@ class GraphGate:
         except TokenRejected as exc:
             raise h.GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
 
-    def dispatch(self, request: h.GraphRequest, claims: Claims, *,
-                 in_batch: bool) -> h.GraphResponse:
-        """Route, check the role, apply Outlook's limits, and run the handler."""
+    async def latency(self) -> None:
+        delay = self.service.faults.config.latency_ms
+        if delay:
+            await asyncio.sleep(delay / 1000)
+
+    async def dispatch(self, request: h.GraphRequest, claims: Claims, *,
+                       in_batch: bool) -> h.GraphResponse:
+        """Route, check the role, apply Outlook's limits, and run the handler; the injected
+        latency is spent while the request counts against its mailbox's concurrency."""
         route, params = match_route(request.method, request.path)
         self.stats.count(f"{route.method} {route.template}")
         if not claims.roles.intersection(route.roles):
@@ -214,6 +220,8 @@ class GraphGate:
             raise h.GraphError(403, code, message.format(", ".join(route.roles),
                                                          ", ".join(sorted(claims.roles))))
         if not route.per_mailbox:
+            if not in_batch:
+                await self.latency()
             return route.handler(h.Call(self.service, request, claims), params)
         user = self.service.tenant.user(params["user_id"])
         mailbox = user["id"] if user else params["user_id"].lower()
@@ -225,6 +233,8 @@ class GraphGate:
         if refused is not None:
             raise self.throttled(refused.code, refused.message, refused.retry_after)
         try:
+            if not in_batch:
+                await self.latency()
             return route.handler(h.Call(self.service, request, claims), params)
         finally:
             faults.release(claims.app_id, mailbox)
@@ -246,7 +256,7 @@ class GraphGate:
 
     # -- $batch ------------------------------------------------------------------------------
 
-    def batch(self, request: h.GraphRequest, claims: Claims) -> h.GraphResponse:
+    async def batch(self, request: h.GraphRequest, claims: Claims) -> h.GraphResponse:
         """JSON batching: up to 20 requests, dependsOn honoured, one response per item."""
         try:
             payload = orjson.loads(request.body)
@@ -273,7 +283,7 @@ class GraphGate:
                 results[item_id] = h.GraphResponse(424, h.error_body(error, sub))
                 continue
             try:
-                results[item_id] = self.dispatch(sub, claims, in_batch=True)
+                results[item_id] = await self.dispatch(sub, claims, in_batch=True)
             except h.GraphError as error:
                 results[item_id] = h.GraphResponse(error.status, h.error_body(error, sub),
                                                    error.headers)

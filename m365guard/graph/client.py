@@ -99,7 +99,9 @@ class RequestCounter:
     """HTTP requests actually sent (a $batch counts once; retries count)."""
 
     http_requests: int = 0
+    batches: int = 0
     batch_items: int = 0
+    bytes_received: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -215,6 +217,7 @@ class GraphSession:
         self.counter.http_requests += 1
         response = await self.http.send(request)
         await response.aread()
+        self.counter.bytes_received += len(response.content)
         status = response.status_code
         self.counter.by_status[status] = self.counter.by_status.get(status, 0) + 1
         return response
@@ -258,6 +261,7 @@ class GraphSession:
         info.headers.try_add("Content-Type", "application/json")
         info.headers.try_add("Accept", "application/json")
         info.content = orjson.dumps(body)
+        self.counter.batches += 1
         self.counter.batch_items += len(items)
         response = await self.send(info)
         if response.status_code != 200:

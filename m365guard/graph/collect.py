@@ -79,6 +79,7 @@ class CollectRequest:
     include_chats: bool = True
     include_audit: bool = True
     forwarding_export: Path | None = None
+    audit_since: dt.datetime | None = None  # audit window start; None = since
     until: dt.datetime | None = None  # audit window end; None = now
     page_size: int = 250
     max_batches_in_flight: int = 6
@@ -93,6 +94,7 @@ class CollectResult:
     collected: tables.Collected
     delta_links: dict[tuple[str, str], str]
     requests: int
+    batch_requests: int  # the $batch POSTs among `requests` (the per-mailbox work)
     errors: list[str]
 
 
@@ -202,7 +204,7 @@ class _Collector:
         builder = self.session.client.education.users
         config = RequestConfiguration(query_parameters=builder
                                       .UsersRequestBuilderGetQueryParameters(
-                                          select=["id", "primaryRole"]))
+                                          select=["id", "primaryRole"], top=999))
         users = await self.read_all("edu_roles", builder.to_get_request_information(config))
         if users is not None:
             self.rows["edu_roles"].extend((u.get("id", ""), u.get("primaryRole") or "")
@@ -412,7 +414,7 @@ class _Collector:
         query = AuditLogQuery(
             odata_type="#microsoft.graph.security.auditLogQuery",
             display_name=f"m365guard mailbox forwarding {_iso(until)}",
-            filter_start_date_time=self.request.since,
+            filter_start_date_time=self.request.audit_since or self.request.since,
             filter_end_date_time=until,
             operation_filters=["Set-Mailbox"],
         )
@@ -448,10 +450,9 @@ class _Collector:
         streams: list[_Stream] = []
         for user in users:
             upn, user_id = user.get("userPrincipalName") or "", user.get("id", "")
-            if user.get("mail"):
-                streams.extend(self.mail_stream(upn, user_id, f) for f in self.request.folders)
-                if self.request.include_rules:
-                    streams.append(self.rules_stream(upn, user_id))
+            streams.extend(self.mail_stream(upn, user_id, f) for f in self.request.folders)
+            if self.request.include_rules:
+                streams.append(self.rules_stream(upn, user_id))
             if self.request.include_chats:
                 streams.append(self.chats_stream(upn, user_id))
         if self.request.include_audit:
@@ -461,20 +462,18 @@ class _Collector:
 
 
 def forwarding_from_audit(record: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Rows of mailbox_forwarding from one Set-Mailbox audit record ("" = forwarding cleared)."""
+    """The mailbox_forwarding row of one Set-Mailbox audit record ("" = forwarding cleared)."""
     if record.get("operation") != "Set-Mailbox":
         return []
     data = record.get("auditData") or {}
-    params = {str(p.get("Name")): p.get("Value") for p in data.get("Parameters") or []}
-    mailbox = str(params.get("Identity") or data.get("ObjectId") or record.get("objectId")
-                  or record.get("userPrincipalName") or "")
+    params = {str(p.get("Name")): p.get("Value") or "" for p in data.get("Parameters") or []}
+    if not any(name in params for name in ("ForwardingSmtpAddress", "ForwardingAddress")):
+        return []
+    mailbox = str(params.get("Identity") or record.get("objectId") or "")
+    address = params.get("ForwardingSmtpAddress") or params.get("ForwardingAddress") or ""
     deliver = str(params.get("DeliverToMailboxAndForward", "")).lower() == "true"
-    rows = []
-    for name in ("ForwardingSmtpAddress", "ForwardingAddress"):
-        if name in params:
-            rows.append((mailbox, _strip_smtp(params[name]), deliver, "audit",
-                         record.get("createdDateTime"), str(record.get("id", ""))))
-    return rows
+    return [(mailbox, _strip_smtp(address), deliver, "audit", record.get("createdDateTime"),
+             str(record.get("id", "")))]
 
 
 def _strip_smtp(value: Any) -> str:
@@ -520,7 +519,7 @@ def collect(session: GraphSession, request: CollectRequest,
             progress: ProgressSink | None = None) -> CollectResult:
     """Read everything one night needs; failures of single mailboxes land in coverage."""
     collector = _Collector(session, request, progress)
-    before = session.counter.http_requests
+    before, batches_before = session.counter.http_requests, session.counter.batches
     session.run(collector.run())
     if request.forwarding_export is not None:
         exported = read_forwarding_export(request.forwarding_export)
@@ -535,5 +534,6 @@ def collect(session: GraphSession, request: CollectRequest,
         collected=tables.Collected(**frames),
         delta_links=collector.delta_links,
         requests=session.counter.http_requests - before,
+        batch_requests=session.counter.batches - batches_before,
         errors=collector.errors,
     )

@@ -1,8 +1,8 @@
 """The rule registry: one module per rule, listed here explicitly (nothing is discovered).
 
 Public API:
-    RULES: tuple of rule modules (each has RULE_ID, CLAUSE, DEFAULT_SEVERITY, WHAT_IT_CHECKS,
-           WHAT_IT_CANNOT_SEE, a rule-doc docstring and check(data, settings, policy))
+    RULES: tuple of rule modules (each has RULE_ID, CLAUSE, DEFAULT_SEVERITY, a rule-doc docstring
+           and check(data, settings, policy))
     run_rules(collected: tables.Collected, policy: Policy) -> DataFrame  (findings schema)
     RuleInput (from rules.base): what every check receives
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from m365guard import tables
 from m365guard.config import Policy, RuleSettings, Severity
-from m365guard.directory import STRING, build_directory, classify_users, normalise_addresses
+from m365guard.directory import build_directory, classify_users, lookup, normalise_address
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(tables.SEVERITIES)}
 _DIRECTORY_COLUMNS = ("role", "is_school_account", "person_id", "person_role", "evidence")
@@ -43,42 +43,64 @@ class RuleInput:
 
     @cached_property
     def messages(self) -> pd.DataFrame:
-        """messages plus the mailbox owner's role and the normalised sender."""
+        """messages plus the mailbox owner's role (categorical)."""
         messages = self.collected["messages"]
-        roles = self.user_by_id["role"]
-        return messages.assign(
-            mailbox_role=messages["mailbox_id"].map(roles).fillna("").astype(STRING),
-            from_norm=normalise_addresses(messages["from_address"]),
-        )
+        roles = lookup(messages["mailbox_id"], self.user_by_id["role"])
+        return messages.assign(mailbox_role=roles.astype("category"))
 
     @cached_property
     def participants(self) -> pd.DataFrame:
         """One row per sender and recipient of every message: msg (row in messages), kind
-        (from/to/cc/bcc), address (normalised) and the directory's verdict on it."""
+        (from/to/cc/bcc), folder and mailbox_role of the message, address (normalised) and the
+        directory's verdict on it. Text columns are categoricals built from integer codes, so
+        millions of rows cost no string work."""
         messages = self.messages
         recipients = self.collected["recipients"]
         msg_of_recipient = pd.Index(messages["message_id"]).get_indexer(recipients["message_id"])
         kept = msg_of_recipient >= 0
-        parts = pd.DataFrame({
-            "msg": np.concatenate([np.arange(len(messages)), msg_of_recipient[kept]]),
-            "kind": pd.concat([pd.Series("from", index=messages.index, dtype=STRING),
-                               recipients.loc[kept, "kind"]], ignore_index=True),
-            "address": pd.concat([messages["from_norm"],
-                                  normalise_addresses(recipients.loc[kept, "address"])],
-                                 ignore_index=True),
-        })
-        entry = pd.Index(self.directory["address"]).get_indexer(parts["address"])
-        parts = parts[entry >= 0].reset_index(drop=True)
-        entry = entry[entry >= 0]
-        for column in _DIRECTORY_COLUMNS:
-            parts[column] = self.directory[column].take(entry).to_numpy()
-        parts_table: pd.DataFrame = parts
-        return parts_table
+        msg = np.concatenate([np.arange(len(messages)), msg_of_recipient[kept]])
+        entry = np.concatenate([self._entries(messages["from_address"]),
+                                self._entries(recipients.loc[kept, "address"])])
+        kind_codes, kinds = pd.factorize(recipients.loc[kept, "kind"])
+        kind = pd.Categorical.from_codes(
+            np.concatenate([np.zeros(len(messages), dtype=np.int64), kind_codes + 1]),
+            ["from", *map(str, kinds)])
+        known = entry >= 0
+        msg, entry, kind = msg[known], entry[known], kind[known]
+        parts = pd.DataFrame({"msg": msg, "kind": kind})
+        for column in ("folder", "mailbox_role"):
+            codes, values = pd.factorize(messages[column])
+            parts[column] = pd.Categorical.from_codes(codes[msg], list(map(str, values)))
+        for column in ("address", *_DIRECTORY_COLUMNS):
+            codes, values = pd.factorize(self.directory[column])
+            parts[column] = pd.Categorical.from_codes(codes[entry], list(values))
+        parts["is_school_account"] = parts["is_school_account"].astype(bool)
+        return parts
+
+    def _entries(self, addresses: pd.Series) -> np.ndarray:
+        """Row positions in the directory of raw addresses (-1 when absent), per distinct value."""
+        codes, uniques = pd.factorize(addresses)
+        normalised = [normalise_address(str(value)) for value in uniques]
+        positions = pd.Index(self.directory["address"]).get_indexer(normalised)
+        entries: np.ndarray = np.where(codes >= 0, positions[codes] if len(positions) else -1, -1)
+        return entries
 
     def message_column(self, name: str, msg: pd.Series) -> np.ndarray:
-        """Column `name` of messages at row positions msg."""
-        values: np.ndarray = self.messages[name].to_numpy()[msg.to_numpy()]
-        return values
+        """Column `name` of messages at row positions msg (converted once per column)."""
+        if name not in self._columns:
+            self._columns[name] = self.messages[name].to_numpy()
+        return self._columns[name][msg.to_numpy()]
+
+    @cached_property
+    def _columns(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+def as_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """Participant rows with their categorical columns as plain text, for building findings."""
+    text = {column: str for column in rows.columns
+            if isinstance(rows[column].dtype, pd.CategoricalDtype)}
+    return rows.astype(text)
 
 
 def base_severity(settings: RuleSettings, default: Severity) -> str:

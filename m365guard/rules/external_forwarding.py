@@ -41,8 +41,6 @@ from m365guard.rules.base import RuleInput, base_severity, make_findings, strong
 RULE_ID = "external-forwarding-personal"
 CLAUSE = "AUP-INTENDED-RECIPIENTS"
 DEFAULT_SEVERITY: Severity = "high"
-WHAT_IT_CHECKS = "inbox rules and mailbox forwarding to outside / personal addresses"
-WHAT_IT_CANNOT_SEE = "client-side forwarding, transport rules, mailbox forwarding w/o audit log"
 
 _ACTION_WORDS = {"forwardTo": "forwards", "redirectTo": "redirects",
                  "forwardAsAttachmentTo": "forwards as attachments"}

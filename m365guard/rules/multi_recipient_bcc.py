@@ -29,35 +29,34 @@ import pandas as pd
 
 from m365guard import tables
 from m365guard.config import BccSettings, Policy, RuleSettings, Severity
+from m365guard.directory import normalise_addresses
 from m365guard.rules.base import RuleInput, base_severity, display, make_findings, shorten
 
 RULE_ID = "multi-recipient-without-bcc"
 CLAUSE = "AUP-BCC"
 DEFAULT_SEVERITY: Severity = "medium"
-WHAT_IT_CHECKS = "staff sent mail showing 2+ outside addresses in To/Cc"
-WHAT_IT_CANNOT_SEE = "mail sent from other systems or personal accounts"
 
 
 def check(data: RuleInput, settings: RuleSettings, policy: Policy) -> pd.DataFrame:
     """One finding per sent message that shows outside recipients to each other."""
     limits = settings if isinstance(settings, BccSettings) else BccSettings()
     parts = data.participants
-    folder = data.message_column("folder", parts["msg"])
-    mailbox_role = data.message_column("mailbox_role", parts["msg"])
-    sent = parts[(folder == "sentitems") & (mailbox_role == "staff")]
-    allowed = set(policy.allow.mailboxes) | set(policy.allow.distribution_lists)
+    sent = parts[(parts["folder"] == "sentitems") & (parts["mailbox_role"] == "staff")]
+    allowed = sorted(set(policy.allow.mailboxes) | set(policy.allow.distribution_lists))
     on_allow_list = sent["address"].isin(allowed) & sent["kind"].isin(["from", "to", "cc"])
-    mailbox = pd.Series(data.message_column("mailbox", sent["msg"]), index=sent.index)
-    excluded = set(sent.loc[on_allow_list | mailbox.str.lower().isin(allowed), "msg"])
+    allowed_mailbox = normalise_addresses(data.messages["mailbox"]).isin(allowed).to_numpy()
+    excluded = on_allow_list.to_numpy() | allowed_mailbox[sent["msg"].to_numpy()]
+    excluded_msgs = np.unique(sent["msg"].to_numpy()[excluded])
     shown = sent[sent["kind"].isin(["to", "cc"]) & ~sent["is_school_account"]
-                 & ~sent["msg"].isin(excluded)].drop_duplicates(["msg", "address"])
+                 & ~sent["msg"].isin(excluded_msgs)].drop_duplicates(["msg", "address"])
     shown = shown.assign(personal=shown["role"].isin(["parent", "personal"]))
     counts = shown.groupby("msg").agg(outside=("address", "size"), personal=("personal", "sum"))
     counts = counts[counts["outside"] >= limits.min_external_recipients]
     if counts.empty:
         return make_findings(RULE_ID, settings.clause or CLAUSE, tables.empty("findings"))
     flagged = shown[shown["msg"].isin(counts.index)]
-    counts["addresses"] = flagged.groupby("msg")["address"].agg(";".join)
+    counts["addresses"] = flagged.astype({"address": str}).groupby("msg")["address"].agg(
+        ";".join)
     msg = pd.Series(counts.index, index=counts.index)
     high = (counts["personal"] >= 2) | (counts["outside"] >= limits.high_recipient_count)
     internet_id = pd.Series(data.message_column("internet_message_id", msg), index=msg.index)

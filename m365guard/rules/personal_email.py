@@ -1,11 +1,12 @@
 """School business conducted through personal email.
 
 ## What it checks
-In a staff mailbox's Sent Items: (a) a message to the sender's own personal address (matched
-by display name or the staff roster) -> the rule's severity (high); (b) a forward (subject
-starting FW: or Fwd:) or a message with attachments to a personal webmail address that is not
-a parent on the parent roster (nor a pupil: that is pupil-contact) -> medium. In any mailbox:
-(c) a message sent from a staff member's personal address to a parent or an unmatched personal
+School mail sent or forwarded to personal webmail, and staff personal addresses in use. In a
+staff mailbox's Sent Items: (a) a message to the sender's own personal address (matched by
+display name or the staff roster) -> the rule's severity (high); (b) a forward (subject
+starting FW: or Fwd:) or a message with attachments to a personal webmail address that is not a
+parent on the parent roster (nor a pupil: that is pupil-contact) -> medium. In any mailbox: (c)
+a message sent from a staff member's personal address to a parent or an unmatched personal
 address (seen when school mail is copied in) -> the rule's severity (high). One finding per
 message. Ordinary replies to parents who use webmail are not findings.
 
@@ -31,6 +32,7 @@ from m365guard import tables
 from m365guard.config import Policy, RuleSettings, Severity
 from m365guard.rules.base import (
     RuleInput,
+    as_text,
     base_severity,
     display,
     make_findings,
@@ -41,8 +43,6 @@ from m365guard.rules.base import (
 RULE_ID = "school-business-personal-email"
 CLAUSE = "AUP-PERSONAL-EMAIL"
 DEFAULT_SEVERITY: Severity = "high"
-WHAT_IT_CHECKS = "school mail sent/forwarded to personal webmail; staff personal addresses in use"
-WHAT_IT_CANNOT_SEE = "mail only between personal accounts; attachment contents"
 
 _FORWARD_SUBJECT = r"^\s*(?i:fwd?)\s*:"
 _RECIPIENT_KINDS = ["to", "cc", "bcc"]
@@ -54,31 +54,37 @@ def check(data: RuleInput, settings: RuleSettings, policy: Policy) -> pd.DataFra
     parts = data.participants
     msg = parts["msg"]
     recipient = parts["kind"].isin(_RECIPIENT_KINDS)
-    staff_sent = ((data.message_column("folder", msg) == "sentitems")
-                  & (data.message_column("mailbox_role", msg) == "staff"))
+    staff_sent = (parts["folder"] == "sentitems") & (parts["mailbox_role"] == "staff")
     personal = parts["role"] == "personal"
-    own = (staff_sent & recipient & personal
-           & (parts["person_id"] == data.message_column("mailbox_id", msg)))
+    candidates = staff_sent & recipient & parts["role"].isin(["personal", "parent"])
+    mailbox_id = pd.Series(data.message_column("mailbox_id", msg[candidates]),
+                           index=msg[candidates].index)
+    own = (candidates & personal).copy()
+    own[own] = parts.loc[own, "person_id"].astype(str) == mailbox_id[own]
 
-    subject = pd.Series(data.message_column("subject", msg), index=parts.index)
-    business = (subject.str.contains(_FORWARD_SUBJECT, regex=True).fillna(False).to_numpy()
-                | data.message_column("has_attachments", msg).astype(bool))
-    roster_parent = parts["evidence"].str.startswith("parent roster")
-    to_webmail = (recipient & parts["role"].isin(["personal", "parent"]) & ~roster_parent
-                  & (parts["person_role"] != "pupil"))
-    sent_out = staff_sent & business & to_webmail & ~own
+    roster_parent = parts["evidence"].str.startswith("parent roster").astype(bool)
+    to_webmail = candidates & ~roster_parent & (parts["person_role"] != "pupil") & ~own
+    subject = pd.Series(data.message_column("subject", msg[to_webmail]),
+                        index=msg[to_webmail].index).fillna("").astype(str)
+    sent_out = to_webmail.copy()
+    sent_out[to_webmail] = (subject.str.contains(_FORWARD_SUBJECT, regex=True).to_numpy()
+                            | data.message_column("has_attachments", msg[to_webmail])
+                            .astype(bool))
 
     from_staff_personal = (parts["kind"] == "from") & personal & (parts["person_role"] == "staff")
     reached = (recipient & ((parts["role"] == "parent")
                             | (personal & (parts["person_id"] == ""))))
-    msgs_from_staff_personal = set(msg[from_staff_personal])
-    personal_sender = reached & msg.isin(msgs_from_staff_personal)
+    personal_sender = reached & msg.isin(np.unique(msg[from_staff_personal]))
+    senders = as_text(parts[from_staff_personal & msg.isin(np.unique(msg[personal_sender]))])
+    parts = as_text(parts[own | sent_out | personal_sender])
+    own, sent_out, personal_sender = own[parts.index], sent_out[parts.index], personal_sender[
+        parts.index]
 
     rows = pd.concat([
         _rows(data, parts[own], severity, "sent school mail to their own personal address"),
         _rows(data, parts[sent_out], "medium", "sent a forward or attachment to the personal "
               "address"),
-        _personal_sender_rows(data, parts, parts[personal_sender], severity),
+        _personal_sender_rows(data, senders, parts[personal_sender], severity),
     ], ignore_index=True)
     return make_findings(RULE_ID, settings.clause or CLAUSE, strongest(rows))
 
@@ -104,11 +110,10 @@ def _rows(data: RuleInput, hits: pd.DataFrame, severity: str, what: str) -> pd.D
     })
 
 
-def _personal_sender_rows(data: RuleInput, parts: pd.DataFrame, hits: pd.DataFrame,
+def _personal_sender_rows(data: RuleInput, senders: pd.DataFrame, hits: pd.DataFrame,
                           severity: str) -> pd.DataFrame:
     if hits.empty:
         return tables.empty("findings")
-    senders = parts[(parts["kind"] == "from") & parts["msg"].isin(hits["msg"])]
     sender = senders.drop_duplicates("msg").set_index("msg")
     msg = hits["msg"]
     staff_id = msg.map(sender["person_id"])

@@ -1,12 +1,13 @@
 """Pupil contact outside school accounts and the school's Teams.
 
 ## What it checks
-Mail between staff and pupils where either side is not a school account: a staff mailbox's
-message to or from a pupil's personal address, or a pupil mailbox's message to or from a staff
-member's personal address (personal addresses are matched to people by display name or the
-staff roster). Teams chats whose members include a pupil and someone outside the school (a
-member from another tenant, or a guest). With `flag_one_to_one_chats = true`, also every
-one-to-one chat between a staff member and a pupil (medium).
+Staff-pupil contact outside school accounts: mail via a personal address, Teams chats with
+outsiders. Mail between staff and pupils where either side is not a school account: a staff
+mailbox's message to or from a pupil's personal address, or a pupil mailbox's message to or
+from a staff member's personal address (personal addresses are matched to people by display
+name or the staff roster). Teams chats whose members include a pupil and someone outside the
+school (a member from another tenant, or a guest). With `flag_one_to_one_chats = true`, also
+every one-to-one chat between a staff member and a pupil (medium).
 
 ## Why (AUP-PUPIL-CONTACT)
 "All email contact with pupils must be made using the member of staff's and the pupil's school
@@ -32,6 +33,7 @@ from m365guard.config import Policy, PupilContactSettings, RuleSettings, Severit
 from m365guard.directory import STRING
 from m365guard.rules.base import (
     RuleInput,
+    as_text,
     base_severity,
     display,
     make_findings,
@@ -42,8 +44,6 @@ from m365guard.rules.base import (
 RULE_ID = "pupil-contact-non-school-channel"
 CLAUSE = "AUP-PUPIL-CONTACT"
 DEFAULT_SEVERITY: Severity = "high"
-WHAT_IT_CHECKS = "staff<->pupil mail via a personal address; pupil Teams chats with outsiders"
-WHAT_IT_CANNOT_SEE = "unmatched personal addresses, mail that avoids school mailboxes, other apps"
 
 
 def check(data: RuleInput, settings: RuleSettings, policy: Policy) -> pd.DataFrame:
@@ -58,14 +58,14 @@ def check(data: RuleInput, settings: RuleSettings, policy: Policy) -> pd.DataFra
 
 def _mail(data: RuleInput, severity: str) -> pd.DataFrame:
     parts = data.participants
-    mailbox_role = pd.Series(data.message_column("mailbox_role", parts["msg"]), index=parts.index)
+    mailbox_role = parts["mailbox_role"]
     personal = parts["role"] == "personal"
     staff_to_pupil = (mailbox_role == "staff") & personal & (parts["person_role"] == "pupil")
     pupil_to_staff = (mailbox_role == "pupil") & personal & (parts["person_role"] == "staff")
-    hits = parts[staff_to_pupil | pupil_to_staff]
+    hits = as_text(parts[staff_to_pupil | pupil_to_staff])
     if hits.empty:
         return tables.empty("findings")
-    staff_side = staff_to_pupil[hits.index]
+    staff_side = hits["mailbox_role"] == "staff"
     msg = hits["msg"]
     mailbox = pd.Series(data.message_column("mailbox", msg), index=hits.index)
     person_upn = hits["person_id"].map(data.user_by_id["upn"]).fillna(hits["address"])

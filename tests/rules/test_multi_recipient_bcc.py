@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m365guard import tables
-from m365guard.rules import multi_recipient_bcc as rule
 from rule_builders import DOMAIN, JANE, OFFICE, TOM, Mail, by_object, collected, make_policy
 from rule_builders import rule_input as build
+
+from m365guard import tables
+from m365guard.rules import multi_recipient_bcc as rule
 
 SENDER = (JANE, "Jane Smith")
 PARENTS = [("mum.one@gmail.com", "Ann One"), ("dad.two@hotmail.co.uk", "Bob Two")]
@@ -55,7 +56,7 @@ def test_near_misses_are_not_findings(tmp_path: Path) -> None:
     mail.add(JANE, "sentitems", SENDER, to=PARENTS[:1], bcc=PARENTS[1:])  # one shown
     mail.add(JANE, "sentitems", SENDER, to=[PARENTS[0], ("MUM.ONE+x@googlemail.com", "Ann")])
     mail.add(OFFICE, "sentitems", (OFFICE, "Office"), to=PARENTS)  # allow-listed sender
-    mail.add(JANE, "sentitems", SENDER, to=[(f"parents-list@{DOMAIN}", "Parents")] + PARENTS)
+    mail.add(JANE, "sentitems", SENDER, to=[(f"parents-list@{DOMAIN}", "Parents"), *PARENTS])
     mail.add(TOM, "inbox", SENDER, to=PARENTS)  # a received copy is not the sender's sent mail
     assert run(tmp_path, mail).empty
 

@@ -99,7 +99,7 @@ PROFILES = {
     "large": Profile("Wolds Learning Trust", TRUST_DOMAIN, "pupils." + TRUST_DOMAIN,
                      1560, 440, 2400, 24,
                      ("Reception", "Year 1", "Year 2", "Year 3", "Year 4", "Year 5", "Year 6",
-                      "Year 7", "Year 8", "Year 9", "Year 10", "Year 11"), 4.6, 3.0, 0.5, 0.9, 6),
+                      "Year 7", "Year 8", "Year 9", "Year 10", "Year 11"), 5.6, 3.2, 0.5, 0.9, 6),
 }
 
 

@@ -45,7 +45,7 @@ def _staff(b: Builder) -> dict[str, list[str]]:
         draw = b.rng.random()
         if index > 1 and not teacher and draw < 0.07:  # no Exchange mailbox, unlicensed
             person = _account(b, "staff", p.domain, (), title, has_mailbox=False)
-        elif index > 1 and draw > 0.97:  # a leaver, disabled part-way through the history
+        elif index % 20 == 7:  # a leaver, disabled part-way through the history
             person = _account(b, "staff", p.domain, ("STANDARDWOFFPACK_FACULTY",), title,
                               enabled=False)
             person.active_until = b.window_start + b.rng.randrange(2, max(b.history_days, 3)) * DAY
@@ -54,7 +54,7 @@ def _staff(b: Builder) -> dict[str, list[str]]:
             person = _account(b, "staff", p.domain, (sku,), title)
         if teacher:
             person.year = p.year_groups[len(ids["teaching"]) % len(p.year_groups)]
-        if person.has_mailbox and b.rng.random() >= 0.08:  # 8% not synced by School Data Sync
+        if person.has_mailbox and index % 10 != 3:  # 1 in 10 not synced by School Data Sync
             b.education_users.append({"id": person.user_id, "primaryRole":
                                       "teacher" if teacher else "faculty",
                                       "displayName": person.name})

@@ -226,17 +226,18 @@ def build_chats(b: Builder, staff: list[Person], pupils: list[Person],
         if len(pupils_of.get(year, [])) < 4:
             continue
         teacher = b.rng.choice([t for t in year_teachers if t in current] or current)
-        class_pupils = b.rng.sample(pupils_of[year], min(len(pupils_of[year]), b.rng.randrange(4, 12)))
+        size = min(len(pupils_of[year]), b.rng.randrange(4, 12))
+        class_pupils = b.rng.sample(pupils_of[year], size)
         at = b.working_time(b.rng.randrange(days))
         members = [person_member(b, teacher), *[person_member(b, p) for p in class_pupils]]
         chat = add_chat(b, "group", f"{year} homework help", members, at)
         if index < 2:
             b.label("1-near-miss", PUPIL_RULE, "none", "chat", chat["id"], teacher.upn, None,
                     "Class chat: a teacher and pupils, all school accounts.", visible_from=at)
-        if index < 2:
-            pair = add_chat(b, "oneOnOne", None,
-                            [person_member(b, teacher), person_member(b, class_pupils[0])], at)
-            b.label("1-near-miss", PUPIL_RULE, "none", "chat", pair["id"], teacher.upn, None,
+            duo = [person_member(b, teacher), person_member(b, class_pupils[0])]
+            one_to_one = add_chat(b, "oneOnOne", None, duo, at)
+            b.label("1-near-miss", PUPIL_RULE, "none", "chat", one_to_one["id"], teacher.upn,
+                    None,
                     "One-to-one Teams chat of a teacher and a pupil: a finding (medium) only "
                     "with flag_one_to_one_chats.", visible_from=at)
     name, address = partners[0]

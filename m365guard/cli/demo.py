@@ -1,0 +1,48 @@
+"""`m365guard demo`: the whole tool on an emulated school, with nothing to set up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from m365guard.config import load_policy
+from m365guard.logs import setup_logging
+from m365guard.pipeline import NightlyOutcome
+
+
+def register(app: typer.Typer) -> None:
+    """Add `demo`."""
+
+    @app.command()
+    def demo(
+        config: Path = typer.Option(Path("policies.toml"), "--config", "-c",
+                                    help="The school's policies.toml (its tenant, state and "
+                                         "output settings are replaced by the demo's)."),
+        out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything."),
+        nights: int = typer.Option(28, min=1, max=60, help="Simulated nights to run."),
+        seed: int = typer.Option(1, help="Seed of the synthetic school."),
+    ) -> None:
+        """Start the emulator with the small synthetic school, run nightly over simulated
+        nights, then weekly and audit; write everything to --out."""
+        from m365guard.demo import run_demo
+
+        policy = load_policy(config)
+        if out.exists() and any(out.iterdir()):
+            typer.echo(f"error: {out} is not empty; remove it or choose another --out", err=True)
+            raise typer.Exit(6)
+        setup_logging(out / "m365guard.log")
+
+        def show(night: int, outcome: NightlyOutcome) -> None:
+            update = outcome.update
+            typer.echo(f"night {night:2d} {outcome.run.started_at:%Y-%m-%d}: "
+                       f"{outcome.run.outcome}, {len(update.new)} new, "
+                       f"{len(update.still_open)} still open, {len(update.resolved)} resolved "
+                       f"(exit {int(outcome.exit_code)})")
+
+        result = run_demo(policy, out, nights=nights, seed=seed, on_night=show)
+        typer.echo("")
+        typer.echo(f"Nightly findings CSVs and run JSON: {out / 'nightly'}")
+        typer.echo(f"Weekly summary for the headteacher: {result.weekly_html}")
+        typer.echo(f"Audit evidence pack:                {result.audit_zip}")
+        typer.echo(f"Log:                                {out / 'm365guard.log'}")

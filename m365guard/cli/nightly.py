@@ -1,0 +1,70 @@
+"""`m365guard nightly`: the scheduled job. Its exit code is what the scheduler sees."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from m365guard.config import load_policy
+from m365guard.graph.settings import resolve_connection
+from m365guard.logs import setup_logging
+from m365guard.pipeline import ProgressSink, run_nightly
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def progress_sink() -> Iterator[ProgressSink]:
+    """A rich progress bar on a terminal; a log line every 10% when run by a scheduler."""
+    if sys.stderr.isatty():
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("reading mailboxes", total=None)
+
+            def show(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield show
+        return
+    last_decile = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal last_decile
+        decile = done * 10 // max(total, 1)
+        if decile != last_decile:
+            last_decile = decile
+            log.info("collected %d of %d mailbox streams", done, total)
+
+    yield report
+
+
+def register(app: typer.Typer) -> None:
+    """Add `nightly`."""
+
+    @app.command()
+    def nightly(
+        config: Path = typer.Option(Path("policies.toml"), "--config", "-c",
+                                    help="The policies.toml to use."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Folder for the CSVs (default: [output] dir)."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    ) -> None:
+        """Collect since the last run, check every rule, update the findings history and write
+        findings-YYYY-MM-DD.csv and run-YYYY-MM-DD.json. Exit codes: README.md."""
+        policy = load_policy(config)
+        out_dir = out or policy.output.dir
+        setup_logging(out_dir / "m365guard.log", verbose=verbose)
+        conn = resolve_connection(policy.tenant, os.environ)
+        with progress_sink() as progress:
+            outcome = run_nightly(policy, conn, out_dir, progress=progress)
+        typer.echo(f"{outcome.run.outcome}: {len(outcome.update.new)} new, "
+                   f"{len(outcome.update.still_open)} still open, "
+                   f"{len(outcome.update.resolved)} resolved -> {outcome.paths.findings_csv}")
+        raise typer.Exit(int(outcome.exit_code))

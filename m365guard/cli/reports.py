@@ -1,0 +1,159 @@
+"""`m365guard weekly`, `audit`, `findings list` and `findings ack`: reports read from state.
+
+These commands only read the state the nightly run wrote (ack adds one status change), so they
+never need Graph or credentials and can run while a nightly run holds the lock.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, cast
+
+import typer
+
+from m365guard.clauses import CLAUSES
+from m365guard.config import Policy, load_policy
+from m365guard.errors import ExitCode, GuardError
+from m365guard.reports.audit import ClauseCoverage, build_audit_pack
+from m365guard.reports.csvfile import write_csv
+from m365guard.reports.weekly import IsoWeek, weekly_from_state
+from m365guard.state import FindingStatus, StateDB
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The policies.toml to use.")
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Folder for the reports (default: [output] dir in policies.toml)."),
+]
+DEFAULT_CONFIG = Path("policies.toml")
+
+
+def _open_state(policy: Policy) -> StateDB:
+    """The existing state file; a missing one means no night has run yet."""
+    if not policy.state.path.exists():
+        raise GuardError(
+            f"no state file at {policy.state.path} yet; run `m365guard nightly` first"
+            " (or check [state] path)", ExitCode.CONFIG_ERROR)
+    return StateDB.open(policy.state.path)
+
+
+def _rules() -> tuple[ModuleType, ...]:
+    from m365guard.rules import RULES
+
+    return RULES
+
+
+def rule_titles() -> dict[str, str]:
+    """Rule id -> the first line of the rule's docstring (its plain-English title)."""
+    return {rule.RULE_ID: (inspect.getdoc(rule) or rule.RULE_ID).splitlines()[0].rstrip(".")
+            for rule in _rules()}
+
+
+def clause_coverage() -> dict[str, ClauseCoverage]:
+    """Clause id -> how m365guard covers it, from CLAUSES and the rules that name each clause."""
+    rules = _rules()
+    return {
+        clause_id: ClauseCoverage(
+            level=clause.coverage,
+            rule_ids=tuple(rule.RULE_ID for rule in rules if clause_id == rule.CLAUSE),
+            note=clause.how_checked,
+        )
+        for clause_id, clause in CLAUSES.items()
+    }
+
+
+def _parse_day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise GuardError(f"{option} {text!r} is not a date; write it like 2025-09-01",
+                         ExitCode.USAGE) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add weekly, audit and the findings group."""
+
+    @app.command()
+    def weekly(
+        config: ConfigOption = DEFAULT_CONFIG,
+        out: OutOption = None,
+        week: Annotated[str | None, typer.Option(
+            "--week", help="ISO week such as 2025-W10 (default: the last complete week).")] = None,
+    ) -> None:
+        """Write the weekly summary CSVs and the one-page HTML for the headteacher."""
+        policy = load_policy(config)
+        chosen = IsoWeek.parse(week) if week else None
+        with _open_state(policy) as db:
+            paths = weekly_from_state(db, out or policy.output.dir, datetime.now(UTC),
+                                      week=chosen, school_name=policy.school.name,
+                                      rule_titles=rule_titles())
+        for path in (paths.summary_csv, paths.by_staff_csv, paths.html):
+            typer.echo(str(path))
+
+    @app.command()
+    def audit(
+        period_from: Annotated[str, typer.Option("--from", help="First day, e.g. 2025-09-01.")],
+        period_to: Annotated[str, typer.Option("--to", help="Last day, e.g. 2026-08-31.")],
+        config: ConfigOption = DEFAULT_CONFIG,
+        out: OutOption = None,
+    ) -> None:
+        """Build the audit pack (folder and zip) for the policy review and the governors."""
+        policy = load_policy(config)
+        start, end = _parse_day(period_from, "--from"), _parse_day(period_to, "--to")
+        with _open_state(policy) as db:
+            pack = build_audit_pack(
+                db, start, end, out or policy.output.dir,
+                {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
+                clause_coverage(), datetime.now(UTC), school_name=policy.school.name)
+        typer.echo(str(pack.folder))
+        typer.echo(str(pack.zip_path))
+
+    findings = typer.Typer(help="List findings, or record that one has been dealt with.")
+    app.add_typer(findings, name="findings")
+
+    @findings.command("list")
+    def list_findings(
+        config: ConfigOption = DEFAULT_CONFIG,
+        status: Annotated[str, typer.Option(
+            "--status", help="open, resolved, acknowledged or all.")] = "open",
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="Write every column to this CSV instead of printing.")] = None,
+    ) -> None:
+        """Show findings (ids for `findings ack`), highest severity first."""
+        if status not in ("open", "resolved", "acknowledged", "all"):
+            raise GuardError(f"--status {status!r}: use open, resolved, acknowledged or all",
+                             ExitCode.USAGE)
+        policy = load_policy(config)
+        with _open_state(policy) as db:
+            table = db.findings() if status == "all" else db.findings(
+                status=cast(FindingStatus, status))
+        if out is not None:
+            typer.echo(str(write_csv(table, out)))
+            return
+        rank = {"high": 0, "medium": 1, "low": 2, "info": 3}
+        table = table.assign(_rank=table["severity"].map(rank)).sort_values(
+            ["_rank", "first_seen"], kind="stable")
+        if table.empty:
+            typer.echo(f"no {status} findings" if status != "all" else "no findings")
+        for row in table.to_dict("records"):
+            typer.echo(
+                f"{row['finding_id']}  {row['severity']:<6} {row['status']:<12} {row['rule_id']}"
+                f"  {row['actor']}  first seen {row['first_seen']:%Y-%m-%d}"
+                f" ({row['times_seen']}x)  {row['summary']}")
+
+    @findings.command("ack")
+    def ack(
+        finding_id: Annotated[str, typer.Argument(help="The finding id (from `findings list`).")],
+        by: Annotated[str, typer.Option("--by", help="Who dealt with it.")],
+        reason: Annotated[str, typer.Option("--reason", help="What was done.")],
+        config: ConfigOption = DEFAULT_CONFIG,
+    ) -> None:
+        """Acknowledge a finding: it leaves the open list and stays acknowledged if seen again."""
+        policy = load_policy(config)
+        with _open_state(policy) as db:
+            db.ack(finding_id, by, reason, datetime.now(UTC))
+        typer.echo(f"acknowledged {finding_id}")

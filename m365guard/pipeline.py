@@ -1,0 +1,140 @@
+"""The nightly job: Graph -> tables -> rules -> state -> reports, wired once, in that order.
+
+`run_nightly` holds the state lock for the whole run, so two scheduled runs never overlap, and
+commits everything the run learned in one transaction before any report is written: a run that
+is killed part-way leaves the earlier runs' state exactly as it was, and the next run repeats
+the unfinished work (its delta links were never advanced).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from m365guard.config import Policy
+from m365guard.errors import ExitCode, GuardError
+from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
+from m365guard.graph.settings import ConnectionSettings
+from m365guard.reports.nightly import NightlyPaths, write_nightly_reports
+from m365guard.rules import run_rules
+from m365guard.state import FindingsUpdate, RunRecord, StateDB, build_inventory
+
+log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[int, int], None]
+COVERED = ("ok", "resynced", "no_mailbox")
+
+
+@dataclass(frozen=True)
+class NightlyOutcome:
+    """What one night produced, and the exit code it earns."""
+
+    run: RunRecord
+    update: FindingsUpdate
+    paths: NightlyPaths
+    exit_code: ExitCode
+
+
+def collect_window_start(db: StateDB, policy: Policy, now: datetime) -> datetime:
+    """Since the last run that stored results; `first_run_days` back on the first night."""
+    last = db.last_successful_run(include_partial=True)
+    if last is not None and last.window_end is not None:
+        return last.window_end
+    return now - timedelta(days=policy.collect.first_run_days)
+
+
+def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> CollectRequest:
+    people = policy.people
+    return CollectRequest(
+        since=since,
+        until=now,
+        delta_links=db.delta_links(),
+        folders=tuple(policy.collect.folders),
+        group_names=tuple(dict.fromkeys(
+            [*people.pupil_groups, *people.staff_groups, *people.governor_groups])),
+        include_chats=policy.collect.include_chats,
+        include_audit=policy.collect.include_audit_log,
+        forwarding_export=policy.collect.exchange_forwarding_export,
+    )
+
+
+def _outcome(result: CollectResult) -> str:
+    coverage = result.collected["coverage"]
+    return "complete" if coverage["status"].isin(COVERED).all() else "partial"
+
+
+def _counts(result: CollectResult, findings: pd.DataFrame) -> dict[str, int]:
+    collected = result.collected
+    return {
+        "users": len(collected["users"]),
+        "messages": len(collected["messages"]),
+        "recipients": len(collected["recipients"]),
+        "forwarding_rules": len(collected["rule_forwards"]),
+        "chats": len(collected["chats"]),
+        "mailbox_forwarding": len(collected["mailbox_forwarding"]),
+        "findings": len(findings),
+        "http_requests": result.requests,
+        "errors": len(result.errors),
+    }
+
+
+def exit_code_for(run: RunRecord, update: FindingsUpdate) -> ExitCode:
+    """Partial beats findings: an incomplete night must never look clean or merely busy."""
+    if run.outcome != "complete":
+        return ExitCode.PARTIAL_RUN
+    fresh = pd.concat([update.new["severity"], update.reopened["severity"]])
+    return ExitCode.NEW_HIGH_FINDINGS if (fresh == "high").any() else ExitCode.CLEAN
+
+
+def run_nightly(
+    policy: Policy,
+    conn: ConnectionSettings,
+    out_dir: Path,
+    *,
+    now: datetime | None = None,
+    progress: ProgressSink | None = None,
+) -> NightlyOutcome:
+    """Collect since the last run, check, record, report. Raises GuardError for user errors."""
+    now = now or datetime.now(UTC)
+    db = StateDB.open(policy.state.path)
+    try:
+        with db.lock():
+            since = collect_window_start(db, policy, now)
+            log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
+            run_id = 0
+            try:
+                with open_session(conn) as session:
+                    run_id = db.start_run(since, now, now,
+                                          granted_permissions=session.granted_roles)
+                    result = collect(session, _request(policy, since, now, db), progress)
+            except GuardError as exc:
+                run_id = run_id or db.start_run(since, now, now)
+                db.fail_run(run_id, exc.message, now)
+                raise
+            for error in result.errors:
+                log.warning("not read: %s", error)
+            findings = run_rules(result.collected, policy)
+            update = db.commit_run(
+                run_id,
+                findings,
+                result.collected["coverage"],
+                result.delta_links,
+                build_inventory(result.collected["rule_forwards"],
+                                result.collected["mailbox_forwarding"]),
+                "complete" if _outcome(result) == "complete" else "partial",
+                _counts(result, findings),
+                now,
+            )
+            run = db.run(run_id)
+            paths = write_nightly_reports(out_dir, run, update, result.collected["coverage"])
+            db.prune(policy.state.retention_days, now)
+    finally:
+        db.close()
+    log.info("nightly: %s, %d new, %d open, %d resolved", run.outcome, len(update.new),
+             len(update.still_open), len(update.resolved))
+    return NightlyOutcome(run=run, update=update, paths=paths, exit_code=exit_code_for(run, update))
