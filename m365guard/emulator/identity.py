@@ -31,7 +31,8 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_LIFETIME_S = 3599
 
 # What roles=None grants: the least-privilege set m365guard documents (DESIGN.md), plus
-# Organization.Read.All, which Graph documents as least privileged for GET /subscribedSkus.
+# LicenseAssignment.Read.All, which Graph's v1.0 permission table lists as least privileged
+# for GET /subscribedSkus (Organization.Read.All and Directory.Read.All are higher).
 LEAST_PRIVILEGE_ROLES = (
     "User.Read.All",
     "GroupMember.Read.All",
@@ -40,7 +41,7 @@ LEAST_PRIVILEGE_ROLES = (
     "MailboxSettings.Read",
     "Chat.ReadBasic.All",
     "AuditLogsQuery-Exchange.Read.All",
-    "Organization.Read.All",
+    "LicenseAssignment.Read.All",
 )
 
 

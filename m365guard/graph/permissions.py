@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 REQUIRED_PERMISSIONS: dict[str, str] = {
     "users": "User.Read.All",  # GET /users
-    "skus": "Organization.Read.All",  # GET /subscribedSkus
+    "skus": "LicenseAssignment.Read.All",  # GET /subscribedSkus
     "group_members": "GroupMember.Read.All",  # GET /groups/{id}/transitiveMembers
     "edu_roles": "EduRoster.ReadBasic.All",  # GET /education/users
     "messages": "Mail.ReadBasic.All",  # GET /users/{id}/mailFolders/{id}/messages/delta
