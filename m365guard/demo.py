@@ -18,7 +18,7 @@ from pathlib import Path
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
 from m365guard.emulator.state import Tenant
-from m365guard.emulator.synth import SyntheticSchool, generate
+from m365guard.emulator.synth import SyntheticSchool, forwarding_export_csv, generate
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.csvfile import write_text_atomic
@@ -51,11 +51,13 @@ def connection_for(settings: EmulatorSettings) -> ConnectionSettings:
 
 
 def policy_for_demo(policy: Policy, school: SyntheticSchool, out_dir: Path) -> Policy:
-    """The school's policy with state, output and rosters inside the demo folder."""
-    rosters = out_dir / "rosters"
-    parent_roster = write_text_atomic(rosters / "parents.csv", school.parent_roster_csv())
-    staff_roster = write_text_atomic(rosters / "staff-personal.csv", school.staff_roster_csv())
+    """The school's policy with state, output, rosters and the Exchange export in the demo folder."""
+    inputs = out_dir / "inputs"
+    parent_roster = write_text_atomic(inputs / "parents.csv", school.parent_roster_csv())
+    staff_roster = write_text_atomic(inputs / "staff-personal.csv", school.staff_roster_csv())
+    export = write_text_atomic(inputs / "exchange-forwarding.csv", forwarding_export_csv(school))
     return policy.model_copy(update={
+        "collect": policy.collect.model_copy(update={"exchange_forwarding_export": export}),
         "people": policy.people.model_copy(
             update={"parent_roster": parent_roster, "staff_roster": staff_roster}),
         "state": policy.state.model_copy(update={"path": out_dir / "state" / "m365guard.db"}),

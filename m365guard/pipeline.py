@@ -1,9 +1,10 @@
 """The nightly job: Graph -> tables -> rules -> state -> reports, wired once, in that order.
 
 `run_nightly` holds the state lock for the whole run, so two scheduled runs never overlap, and
-commits everything the run learned in one transaction before any report is written: a run that
-is killed part-way leaves the earlier runs' state exactly as it was, and the next run repeats
-the unfinished work (its delta links were never advanced).
+commits everything the run learned in one transaction, whose last step writes the reports (each
+to a temp file renamed into place): a run that is killed part-way, reports included, leaves the
+earlier runs' state exactly as it was, and the next run repeats the unfinished work (its delta
+links were never advanced) and reports the same findings as new.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from m365guard.config import Policy
 from m365guard.errors import ExitCode, GuardError
+from m365guard.graph.client import RetryPolicy
 from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
 from m365guard.graph.settings import ConnectionSettings
 from m365guard.reports.nightly import NightlyPaths, write_nightly_reports
@@ -107,10 +109,12 @@ def run_nightly(
             since = collect_window_start(db, policy, now)
             log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
             run_id = 0
+            retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds)
             try:
-                with open_session(conn) as session:
+                with open_session(conn, retry) as session:
                     run_id = db.start_run(since, now, now,
                                           granted_permissions=session.granted_roles)
+                    log.info("nightly: run %d collecting", run_id)
                     result = collect(session, _request(policy, since, now, db), progress)
             except GuardError as exc:
                 run_id = run_id or db.start_run(since, now, now)
@@ -118,7 +122,20 @@ def run_nightly(
                 raise
             for error in result.errors:
                 log.warning("not read: %s", error)
+            log.info("nightly: collected %d messages in %d requests; checking rules",
+                     len(result.collected["messages"]), result.requests)
             findings = run_rules(result.collected, policy)
+            log.info("nightly: %d findings; recording the run in state", len(findings))
+            written: list[NightlyPaths] = []
+
+            def report(update: FindingsUpdate, run: RunRecord) -> None:
+                # Inside the state transaction: a run killed while writing its reports keeps
+                # nothing, so the next run reports the same findings as new again.
+                log.info("nightly: writing reports to %s", out_dir)
+                written.append(write_nightly_reports(out_dir, run, update,
+                                                     result.collected["coverage"]))
+                log.info("nightly: reports written; committing state")
+
             update = db.commit_run(
                 run_id,
                 findings,
@@ -129,9 +146,11 @@ def run_nightly(
                 "complete" if _outcome(result) == "complete" else "partial",
                 _counts(result, findings),
                 now,
+                before_commit=report,
             )
             run = db.run(run_id)
-            paths = write_nightly_reports(out_dir, run, update, result.collected["coverage"])
+            paths = written[0]
+            log.info("nightly: state committed")
             db.prune(policy.state.retention_days, now)
     finally:
         db.close()

@@ -19,7 +19,7 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -474,8 +474,15 @@ class StateDB:
         now: datetime,
         *,
         error: str = "",
+        before_commit: Callable[[FindingsUpdate, RunRecord], None] | None = None,
     ) -> FindingsUpdate:
-        """Store everything a run produced in one transaction and update findings history."""
+        """Store everything a run produced in one transaction and update findings history.
+
+        `before_commit(update, run)` runs inside the transaction, after everything is written
+        and before COMMIT (the nightly job writes its reports there): if it raises, or the
+        process dies in it, nothing of the run is kept and the next run repeats it, so the
+        findings it reported as new are reported as new again rather than lost.
+        """
         if outcome == "running":
             raise ValueError("commit_run needs a final outcome, not 'running'")
         findings = conform("findings", findings_df).drop_duplicates("finding_id")
@@ -518,14 +525,19 @@ class StateDB:
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
                 (stamp, outcome, orjson.dumps(dict(counts)).decode(), error, run_id),
             )
-        changed = set(tally.new) | set(tally.reopened)
-        still_open = self.findings(status="open")
-        return FindingsUpdate(
-            new=self.findings(ids=tally.new),
-            reopened=self.findings(ids=tally.reopened),
-            still_open=still_open[~still_open["finding_id"].isin(changed)].reset_index(drop=True),
-            resolved=self.findings(ids=tally.resolved),
-        )
+            # read inside the transaction: this connection sees its own uncommitted rows
+            changed = set(tally.new) | set(tally.reopened)
+            still_open = self.findings(status="open")
+            update = FindingsUpdate(
+                new=self.findings(ids=tally.new),
+                reopened=self.findings(ids=tally.reopened),
+                still_open=still_open[~still_open["finding_id"].isin(changed)]
+                .reset_index(drop=True),
+                resolved=self.findings(ids=tally.resolved),
+            )
+            if before_commit is not None:
+                before_commit(update, self.run(run_id))
+        return update
 
     def _record_findings(
         self, conn: sqlite3.Connection, run_id: int, findings: pd.DataFrame, stamp: str

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "rules"))
-from rule_builders import AMY, DOMAIN, JANE, OFFICE, TOM, Mail, collected, make_policy  # noqa: E402
+from rule_builders import AMY, DOMAIN, JANE, OFFICE, TOM, Mail, collected, make_policy
 
-from m365guard import tables  # noqa: E402
-from m365guard.directory import (  # noqa: E402
+from m365guard import tables
+from m365guard.directory import (
     build_directory,
     classify_users,
     normalise_address,
@@ -71,8 +71,8 @@ def test_roles_of_tenant_users_follow_the_recognise_order(tmp_path: Path) -> Non
     ]
     groups = [{"group_id": "g1", "group_name": "All Pupils", "user_id": "u-grp"},
               {"group_id": "g2", "group_name": "Governors", "user_id": "u-gov"}]
-    policy = make_policy(tmp_path, f'[people]\npupil_groups = ["All Pupils"]\n'
-                                   f'governor_groups = ["Governors"]\n')
+    policy = make_policy(tmp_path, '[people]\npupil_groups = ["All Pupils"]\n'
+                                   'governor_groups = ["Governors"]\n')
     policy.school.pupil_domains = [f"pupils.{DOMAIN}"]
     data = tables.Collected(users=tables.make_table("users", users),
                             skus=tables.make_table("skus", skus),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,8 +16,9 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("check")
     def check(
-        config: Path = typer.Option(Path("policies.toml"), "--config", "-c",
-                                    help="The policy file to check."),
+        config: Annotated[Path, typer.Option("--config", "-c",
+                                             help="The policy file to check.")
+                          ] = Path("policies.toml"),
     ) -> None:
         """Validate the policy file; print a summary, or one line saying what to fix."""
         policy = load_policy(config)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
+from typing import Annotated
 
 import typer
 
@@ -14,7 +15,7 @@ from m365guard.clauses import CLAUSES
 from m365guard.rules import RULES
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """How the table is printed."""
 
     table = "table"
@@ -62,9 +63,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rules")
     def rules(
-        output_format: Format = typer.Option(Format.table, "--format",
-                                             help="table (terminal) or md (docs/rules.md)."),
-        out: Path | None = typer.Option(None, "--out", help="Write to this file."),
+        output_format: Annotated[Format, typer.Option(
+            "--format", help="table (terminal) or md (docs/rules.md).")] = Format.table,
+        out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
     ) -> None:
         """List the rules: id, clause, severity, what each checks and cannot see."""
         if output_format is Format.md:

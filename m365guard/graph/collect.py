@@ -178,9 +178,15 @@ class _Collector:
         users = await self.read_all("users", self.session.client.users
                                     .to_get_request_information(config))
         if users is None:
-            raise GuardError(
-                "cannot list users: grant the application permission User.Read.All"
-                " (run `m365guard doctor`)", ExitCode.PERMISSION_MISSING)
+            reason = next((row[3] for row in reversed(self.rows["coverage"])
+                           if row[1] == "users"), "")
+            if reason.startswith("access denied"):
+                raise GuardError(
+                    "cannot list users: grant the application permission User.Read.All"
+                    " (run `m365guard doctor`)", ExitCode.PERMISSION_MISSING)
+            # a 5xx or 429 that outlived every retry: nothing can be read, say so (not 403)
+            raise GuardError(f"cannot list users: Graph kept failing ({reason}); nothing was"
+                             " read, try again later", ExitCode.HOST_UNREACHABLE)
         for user in users:
             skus = ";".join(str(lic.get("skuId", "")) for lic in user.get("assignedLicenses") or [])
             self.rows["users"].append((
@@ -395,7 +401,14 @@ class _Collector:
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 picked = active.pop(task)
-                replies = task.result()
+                try:
+                    replies = task.result()
+                except GuardError as exc:
+                    if exc.exit_code != ExitCode.HOST_UNREACHABLE:
+                        raise
+                    # transport errors outlived the request's retries: these streams retry
+                    # on their own count and end uncovered, rather than ending the whole run
+                    replies = {str(i): BatchReply(503, {}, None) for i in range(len(picked))}
                 for index, stream in enumerate(picked):
                     in_flight[stream.mailbox_id] -= 1
                     reply = replies.get(str(index), BatchReply(500, {}, None))

@@ -20,7 +20,7 @@ from m365guard.config import Policy, RuleSettings, Severity
 from m365guard.directory import build_directory, classify_users, lookup, normalise_address
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(tables.SEVERITIES)}
-_DIRECTORY_COLUMNS = ("role", "is_school_account", "person_id", "person_role", "evidence")
+_DIRECTORY_COLUMNS = ("role", "person_id", "person_role", "evidence")
 
 
 @dataclass
@@ -64,17 +64,18 @@ class RuleInput:
         kind_codes, kinds = pd.factorize(recipients.loc[kept, "kind"])
         kind = pd.Categorical.from_codes(
             np.concatenate([np.zeros(len(messages), dtype=np.int64), kind_codes + 1]),
-            ["from", *map(str, kinds)])
+            categories=pd.Index(["from", *map(str, kinds)]))
         known = entry >= 0
         msg, entry, kind = msg[known], entry[known], kind[known]
         parts = pd.DataFrame({"msg": msg, "kind": kind})
         for column in ("folder", "mailbox_role"):
             codes, values = pd.factorize(messages[column])
-            parts[column] = pd.Categorical.from_codes(codes[msg], list(map(str, values)))
+            parts[column] = pd.Categorical.from_codes(
+                codes[msg], categories=pd.Index([str(value) for value in values]))
         for column in ("address", *_DIRECTORY_COLUMNS):
             codes, values = pd.factorize(self.directory[column])
-            parts[column] = pd.Categorical.from_codes(codes[entry], list(values))
-        parts["is_school_account"] = parts["is_school_account"].astype(bool)
+            parts[column] = pd.Categorical.from_codes(codes[entry], categories=pd.Index(values))
+        parts["is_school_account"] = self.directory["is_school_account"].to_numpy(bool)[entry]
         return parts
 
     def _entries(self, addresses: pd.Series) -> np.ndarray:
@@ -86,14 +87,9 @@ class RuleInput:
         return entries
 
     def message_column(self, name: str, msg: pd.Series) -> np.ndarray:
-        """Column `name` of messages at row positions msg (converted once per column)."""
-        if name not in self._columns:
-            self._columns[name] = self.messages[name].to_numpy()
-        return self._columns[name][msg.to_numpy()]
-
-    @cached_property
-    def _columns(self) -> dict[str, np.ndarray]:
-        return {}
+        """Column `name` of messages at row positions msg (only those rows are converted)."""
+        values: np.ndarray = self.messages[name].take(msg.to_numpy()).to_numpy()
+        return values
 
 
 def as_text(rows: pd.DataFrame) -> pd.DataFrame:
