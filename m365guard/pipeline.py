@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[int, int], None]
 COVERED = ("ok", "resynced", "no_mailbox")
+# Mailbox forwarding is a state, not an event: each night reads the audit log's whole standard
+# retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
+# the Exchange export ([collect] exchange_forwarding_export).
+AUDIT_LOOKBACK = timedelta(days=180)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> Col
     return CollectRequest(
         since=since,
         until=now,
+        audit_since=now - AUDIT_LOOKBACK,
         delta_links=db.delta_links(),
         folders=tuple(policy.collect.folders),
         group_names=tuple(dict.fromkeys(

@@ -73,14 +73,16 @@ RUN_SCHEMA: dict[str, str] = {
     "error": STR,
 }
 
-# Where a snapshot finding lives: the coverage folder that must read "ok" for the finding's
-# mailbox before its absence means it is gone. Chats are judged on the run's whole chat
-# collection (every "chats" coverage row), as a chat belongs to no single mailbox.
+# Where a snapshot finding lives: the coverage folder that must read "ok" before its absence
+# means it is gone. Inbox rules are judged per mailbox; chats (which belong to no single
+# mailbox) and mailbox forwarding (read from the tenant-wide audit log) on every coverage row
+# of their source.
 SNAPSHOT_FOLDERS: dict[str, str] = {
     "inbox_rule": "messageRules",
-    "mailbox_forwarding": "mailboxForwarding",
+    "mailbox_forwarding": "auditLog",
     "chat": "chats",
 }
+TENANT_WIDE_SNAPSHOTS = frozenset({"chat", "mailbox_forwarding"})
 COVERED_STATUSES = frozenset({"ok", "resynced"})
 SYSTEM_ACTOR = "m365guard"
 
@@ -600,10 +602,11 @@ class StateDB:
             (str(mailbox).lower(), str(folder))
             for mailbox, folder in zip(covered["mailbox"], covered["folder"], strict=True)
         }
-        chat_rows = coverage[coverage["folder"] == SNAPSHOT_FOLDERS["chat"]]
-        chats_covered = len(chat_rows) > 0 and bool(
-            chat_rows["status"].isin(COVERED_STATUSES).all()
-        )
+        tenant_wide_covered = {
+            object_type: bool(len(rows)) and bool(rows["status"].isin(COVERED_STATUSES).all())
+            for object_type in TENANT_WIDE_SNAPSHOTS
+            for rows in [coverage[coverage["folder"] == SNAPSHOT_FOLDERS[object_type]]]
+        }
         candidates = conn.execute(
             "SELECT finding_id, object_type, object_id, actor FROM findings WHERE status = 'open'"
             " AND object_type IN (SELECT value FROM json_each(?))",
@@ -613,8 +616,8 @@ class StateDB:
         for row in candidates:
             if row["finding_id"] in seen:
                 continue
-            if row["object_type"] == "chat":
-                if not chats_covered:
+            if row["object_type"] in TENANT_WIDE_SNAPSHOTS:
+                if not tenant_wide_covered[row["object_type"]]:
                     continue
             else:
                 mailbox = snapshot_mailbox(row["object_id"], row["actor"])

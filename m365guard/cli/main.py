@@ -53,7 +53,9 @@ for _name in COMMAND_MODULES:
 def run() -> None:
     """Console-script entry: one line for user errors, a logged traceback for bugs."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit instead of raising
+        # it; dropping it would turn every exit code (3: new findings, 4: partial) into 0.
+        code = app(standalone_mode=False)
     except GuardError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(int(exc.exit_code))
@@ -71,3 +73,4 @@ def run() -> None:
         logging.getLogger("m365guard").exception("internal error")
         typer.echo(f"internal error: {type(exc).__name__}: {exc} (see the log)", err=True)
         sys.exit(int(ExitCode.INTERNAL_ERROR))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -83,7 +83,7 @@ class CollectRequest:
     until: dt.datetime | None = None  # audit window end; None = now
     page_size: int = 250
     max_batches_in_flight: int = 6
-    audit_poll_seconds: float = 5.0
+    audit_poll_seconds: float = 0.5  # first wait; doubles up to a minute
     audit_timeout_seconds: float = 1800.0
 
 

@@ -84,11 +84,15 @@ def nights_table(runs: list[RunRecord], period_from: date, period_to: date) -> p
     return pd.DataFrame(rows, columns=["date", "outcome", "runs", "run_ids"])
 
 
+TENANT_WIDE = "(tenant-wide sources)"  # coverage rows with no mailbox: audit log, Exchange export
+
+
 def mailbox_coverage_table(coverage: pd.DataFrame) -> pd.DataFrame:
     """Per mailbox: runs that read it, runs that read all of it, runs with a gap, the last gap."""
     columns = ["mailbox", "runs_seen", "runs_fully_read", "runs_with_gaps", "last_gap_run_id",
                "last_gap_folder", "last_gap_reason"]
     rows = []
+    coverage = coverage.assign(mailbox=coverage["mailbox"].replace("", TENANT_WIDE))
     for mailbox, group in coverage.groupby("mailbox", sort=True):
         gap_rows = group[~group["status"].isin(COVERED_STATUSES)]
         gap_runs = set(gap_rows["run_id"])
@@ -108,6 +112,7 @@ def mailbox_coverage_table(coverage: pd.DataFrame) -> pd.DataFrame:
 def runs_table(runs: list[RunRecord], coverage: pd.DataFrame) -> pd.DataFrame:
     """The run history with how many mailboxes each run read fully."""
     table = runs_frame(runs)
+    coverage = coverage[coverage["mailbox"] != ""]
     gaps = coverage[~coverage["status"].isin(COVERED_STATUSES)]
     table["mailboxes"] = [int(coverage.loc[coverage["run_id"] == run_id, "mailbox"].nunique())
                           for run_id in table["run_id"]]

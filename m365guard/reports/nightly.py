@@ -81,7 +81,7 @@ def run_summary(
         },
         "outcome": run.outcome,
         "coverage": {
-            "mailboxes": int(coverage["mailbox"].nunique()),
+            "mailboxes": int(coverage.loc[coverage["mailbox"] != "", "mailbox"].nunique()),
             "mailboxes_with_gaps": int(gaps["mailbox"].nunique()),
             "folders_read": int(covered.sum()),
             "folders_not_read": len(gaps),

@@ -119,6 +119,12 @@ path = "state/m365guard.db"
 
 [output]
 dir = "out"
+
+[rules.pupil-contact-non-school-channel]
+severity = "high"
+
+[rules.external-forwarding-personal]
+severity = "high"
 """
 
 
@@ -201,8 +207,11 @@ def make_site(root: Path, school: synth.SyntheticSchool, settings: EmulatorSetti
     inputs.mkdir(parents=True, exist_ok=True)
     (inputs / "parents.csv").write_text(school.parent_roster_csv(), encoding="utf-8")
     (inputs / "staff-personal.csv").write_text(school.staff_roster_csv(), encoding="utf-8")
-    (inputs / "exchange-forwarding.csv").write_text(synth.forwarding_export_csv(school),
-                                                     encoding="utf-8")
+    export = inputs / "exchange-forwarding.csv"
+    export.write_text(synth.forwarding_export_csv(school), encoding="utf-8")
+    # the export's time is when it was taken (its mtime): the school clock, in every site
+    taken = datetime.fromisoformat(school.tenant["clock"]["start"]).timestamp()
+    os.utime(export, (taken, taken))
     (root / "policies.toml").write_text(text if text is not None
                                         else policy_text(school, timeout=timeout),
                                         encoding="utf-8")
@@ -235,3 +244,12 @@ def stable_findings(path: Path) -> dict[str, dict[str, str]]:
     assert len(ids) == len(set(ids)), "a finding appears twice in the CSV"
     return {row["finding_id"]: {k: v for k, v in row.items() if k not in VOLATILE}
             for row in rows}
+
+
+def assert_same_findings(got: Path, want: Path) -> None:
+    """The two findings CSVs list the same findings with the same stable columns."""
+    a, b = stable_findings(got), stable_findings(want)
+    assert sorted(a) == sorted(b), (sorted(set(a) - set(b)), sorted(set(b) - set(a)))
+    diffs = [(fid, col, a[fid][col], b[fid][col])
+             for fid in a for col in a[fid] if a[fid][col] != b[fid][col]]
+    assert not diffs, diffs[:5]
