@@ -10,6 +10,7 @@ audit pack. Everything lands under one folder.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,8 @@ def policy_for_demo(policy: Policy, school: SyntheticSchool, out_dir: Path) -> P
     parent_roster = write_text_atomic(inputs / "parents.csv", school.parent_roster_csv())
     staff_roster = write_text_atomic(inputs / "staff-personal.csv", school.staff_roster_csv())
     export = write_text_atomic(inputs / "exchange-forwarding.csv", forwarding_export_csv(school))
+    taken = datetime.fromisoformat(school.tenant["clock"]["start"].replace("Z", "+00:00"))
+    os.utime(export, (taken.timestamp(), taken.timestamp()))  # exported when the demo starts
     return policy.model_copy(update={
         "collect": policy.collect.model_copy(update={"exchange_forwarding_export": export}),
         "people": policy.people.model_copy(

@@ -42,7 +42,9 @@ def setup_logging(log_file: Path | None = None, *, verbose: bool = False) -> Non
     stderr.setLevel(logging.INFO if verbose else logging.WARNING)
     handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        if not log_file.parent.exists():  # usually the output folder: owner-only, like reports
+            log_file.parent.mkdir(parents=True, mode=0o700)
+            os.chmod(log_file.parent, 0o700)
         fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(fd)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))

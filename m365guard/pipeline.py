@@ -87,6 +87,7 @@ def _counts(result: CollectResult, findings: pd.DataFrame) -> dict[str, int]:
         "findings": len(findings),
         "http_requests": result.requests,
         "errors": len(result.errors),
+        "skipped_items": result.skipped,
     }
 
 

@@ -96,6 +96,7 @@ class CollectResult:
     requests: int
     batch_requests: int  # the $batch POSTs among `requests` (the per-mailbox work)
     errors: list[str]
+    skipped: int = 0  # malformed items left out of the tables (each one logged)
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -103,8 +104,24 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def _address(recipient: Any) -> tuple[str, str]:
-    email = (recipient or {}).get("emailAddress") or {}
-    return str(email.get("address") or ""), str(email.get("name") or "")
+    email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+    if not isinstance(email, dict):
+        return "", ""
+    return _text(email.get("address")), _text(email.get("name"))
+
+
+def _text(value: Any) -> str:
+    """A string field as text: missing or null is "", an unexpected type its str()."""
+    return "" if value is None else str(value)
+
+
+def _items(value: Any) -> list[Any]:
+    """A JSON array field; null or any other type reads as empty."""
+    return value if isinstance(value, list) else []
+
+
+class MalformedItem(Exception):
+    """One item of a page that cannot be read (wrong types, missing ids)."""
 
 
 @dataclass
@@ -140,6 +157,7 @@ class _Collector:
         self.errors: list[str] = []
         self.finished = 0
         self.total = 0
+        self.skipped = 0  # malformed items left out (logged one by one)
 
     # ---- coverage -------------------------------------------------------------------------
     def cover(self, mailbox: str, kind: str, status: str, reason: str, items: int) -> None:
@@ -187,13 +205,24 @@ class _Collector:
             # a 5xx or 429 that outlived every retry: nothing can be read, say so (not 403)
             raise GuardError(f"cannot list users: Graph kept failing ({reason}); nothing was"
                              " read, try again later", ExitCode.HOST_UNREACHABLE)
+        good: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for user in users:
-            skus = ";".join(str(lic.get("skuId", "")) for lic in user.get("assignedLicenses") or [])
+            if not isinstance(user, dict) or not user.get("id") or not isinstance(
+                    user.get("userPrincipalName"), str) or str(user["id"]) in seen:
+                self.skipped += 1
+                log.warning("skipped a malformed or repeated user (no id or"
+                            " userPrincipalName, or an id seen before): %.200r", user)
+                continue
+            seen.add(str(user["id"]))
+            skus = ";".join(_text(lic.get("skuId")) for lic in _items(
+                user.get("assignedLicenses")) if isinstance(lic, dict))
             self.rows["users"].append((
-                user.get("id", ""), user.get("userPrincipalName") or "", user.get("mail") or "",
-                user.get("displayName") or "", bool(user.get("accountEnabled")), skus))
-        self.cover("", "users", "ok", "", len(users))
-        return users
+                _text(user.get("id")), user["userPrincipalName"], _text(user.get("mail")),
+                _text(user.get("displayName")), user.get("accountEnabled") is True, skus))
+            good.append(user)
+        self.cover("", "users", "ok", "", len(good))
+        return good
 
     async def read_skus(self) -> None:
         builder = self.session.client.subscribed_skus
@@ -276,49 +305,73 @@ class _Collector:
         return _Stream(upn, user_id, "chats", url, url, {}, delta=False)
 
     def take_page(self, stream: _Stream, body: Any) -> None:
-        """Decode one page of raw JSON into the stream's rows."""
-        values = body.get("value", []) if isinstance(body, dict) else []
-        rows = stream.rows
+        """Decode one page of raw JSON into the stream's rows; a malformed item is logged,
+        counted in `skipped` and left out, and the rest of the page is kept."""
+        values = _items(body.get("value")) if isinstance(body, dict) else []
+        for item in values:
+            rows: dict[str, list[tuple[Any, ...]]] = {}
+            try:
+                if not isinstance(item, dict):
+                    raise MalformedItem(f"an item is {type(item).__name__}, not an object")
+                self.take_item(stream, item, rows)
+            except (MalformedItem, AttributeError, TypeError, ValueError) as exc:
+                self.skipped += 1
+                log.warning("skipped a malformed %s item in %s: %s", stream.kind,
+                            stream.mailbox, exc)
+                continue
+            for name, new_rows in rows.items():
+                stream.rows.setdefault(name, []).extend(new_rows)
+        stream.items += len(values)
+
+    def take_item(self, stream: _Stream, item: dict[str, Any],
+                  rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        """The rows of one item (rules, chats or messages)."""
         if stream.kind == "messageRules":
             out = rows.setdefault("rule_forwards", [])
-            for rule in values:
-                actions = rule.get("actions") or {}
-                for action in RULE_ACTIONS:
-                    for recipient in actions.get(action) or []:
-                        address, name = _address(recipient)
-                        out.append((stream.mailbox_id, stream.mailbox, rule.get("id", ""),
-                                    rule.get("displayName") or "", bool(rule.get("isEnabled")),
-                                    action, address, name))
+            actions = item.get("actions")
+            actions = actions if isinstance(actions, dict) else {}
+            for action in RULE_ACTIONS:
+                for recipient in _items(actions.get(action)):
+                    address, name = _address(recipient)
+                    out.append((stream.mailbox_id, stream.mailbox, _text(item.get("id")),
+                                _text(item.get("displayName")), bool(item.get("isEnabled")),
+                                action, address, name))
         elif stream.kind == "chats":
             chats, members = rows.setdefault("chats", []), rows.setdefault("chat_members", [])
-            for chat in values:
-                chat_id = chat.get("id", "")
-                chats.append((chat_id, chat.get("chatType") or "", chat.get("topic") or "",
-                              chat.get("createdDateTime"), chat.get("lastUpdatedDateTime")))
-                for member in chat.get("members") or []:
-                    members.append((chat_id, member.get("userId") or "", member.get("email") or "",
-                                    member.get("displayName") or "", member.get("tenantId") or "",
-                                    ";".join(member.get("roles") or [])))
-        else:
-            messages = rows.setdefault("messages", [])
-            recipients = rows.setdefault("recipients", [])
-            for message in values:
-                if "@removed" in message:
+            chat_id = _text(item.get("id"))
+            if not chat_id:
+                raise MalformedItem("a chat without an id")
+            chats.append((chat_id, _text(item.get("chatType")), _text(item.get("topic")),
+                          item.get("createdDateTime"), item.get("lastUpdatedDateTime")))
+            for member in _items(item.get("members")):
+                if not isinstance(member, dict):
                     continue
-                message_id = message.get("id", "")
-                sender, sender_name = _address(message.get("from"))
-                messages.append((
-                    stream.mailbox_id, stream.mailbox, stream.kind, message_id,
-                    message.get("internetMessageId") or "", message.get("conversationId") or "",
-                    message.get("subject") or "", message.get("sentDateTime"),
-                    message.get("receivedDateTime"), sender, sender_name,
-                    bool(message.get("hasAttachments"))))
-                for kind, key in (("to", "toRecipients"), ("cc", "ccRecipients"),
-                                  ("bcc", "bccRecipients")):
-                    for recipient in message.get(key) or []:
-                        address, name = _address(recipient)
+                members.append((chat_id, _text(member.get("userId")), _text(member.get("email")),
+                                _text(member.get("displayName")), _text(member.get("tenantId")),
+                                ";".join(_text(r) for r in _items(member.get("roles")))))
+        else:
+            if "@removed" in item:
+                return
+            message_id = _text(item.get("id"))
+            if not message_id:
+                raise MalformedItem("a message without an id")
+            for key in ("sentDateTime", "receivedDateTime"):
+                if item.get(key) is not None and not isinstance(item.get(key), str):
+                    raise MalformedItem(f"{key} is not a date")
+            sender, sender_name = _address(item.get("from"))
+            rows.setdefault("messages", []).append((
+                stream.mailbox_id, stream.mailbox, stream.kind, message_id,
+                _text(item.get("internetMessageId")), _text(item.get("conversationId")),
+                _text(item.get("subject")), item.get("sentDateTime"),
+                item.get("receivedDateTime"), sender, sender_name,
+                item.get("hasAttachments") is True))
+            recipients = rows.setdefault("recipients", [])
+            for kind, key in (("to", "toRecipients"), ("cc", "ccRecipients"),
+                              ("bcc", "bccRecipients")):
+                for recipient in _items(item.get(key)):
+                    address, name = _address(recipient)
+                    if address or name:
                         recipients.append((message_id, kind, address, name))
-        stream.items += len(values)
 
     def finish(self, stream: _Stream, status: str, reason: str = "") -> None:
         if status in ("ok", "resynced"):
@@ -549,4 +602,5 @@ def collect(session: GraphSession, request: CollectRequest,
         requests=session.counter.http_requests - before,
         batch_requests=session.counter.batches - batches_before,
         errors=collector.errors,
+        skipped=collector.skipped,
     )
