@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
+	rm -rf demo-out
 	$(BIN)/m365guard demo --out demo-out
 
 lint: setup

@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from m365guard.clauses import CLAUSES
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
 from m365guard.emulator.state import Tenant
 from m365guard.emulator.synth import SyntheticSchool, forwarding_export_csv, generate
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 from m365guard.pipeline import NightlyOutcome, run_nightly
+from m365guard.reports.audit import build_audit_pack, clause_coverage
 from m365guard.reports.csvfile import write_text_atomic
+from m365guard.reports.weekly import weekly_from_state
+from m365guard.rules import RULES, rule_titles
+from m365guard.state import StateDB
 
 log = logging.getLogger(__name__)
 NIGHTLY_HOUR = 2  # the jobs/ schedule: 02:00
@@ -52,7 +57,7 @@ def connection_for(settings: EmulatorSettings) -> ConnectionSettings:
 
 
 def policy_for_demo(policy: Policy, school: SyntheticSchool, out_dir: Path) -> Policy:
-    """The school's policy with state, output, rosters and the Exchange export in the demo folder."""
+    """The school's policy with state, output, rosters and Exchange export in the demo folder."""
     inputs = out_dir / "inputs"
     parent_roster = write_text_atomic(inputs / "parents.csv", school.parent_roster_csv())
     staff_roster = write_text_atomic(inputs / "staff-personal.csv", school.staff_roster_csv())
@@ -77,12 +82,6 @@ def run_demo(
     on_night: Callable[[int, NightlyOutcome], None] | None = None,
 ) -> DemoResult:
     """Generate the school, serve it, run `nights` nightly jobs, then weekly and audit."""
-    from m365guard.cli.reports import clause_coverage, rule_titles
-    from m365guard.clauses import CLAUSES
-    from m365guard.reports.audit import build_audit_pack
-    from m365guard.reports.weekly import weekly_from_state
-    from m365guard.state import StateDB
-
     out_dir.mkdir(parents=True, exist_ok=True)
     school = generate("small", seed, history_days=30, future_days=nights)
     tenant = Tenant.from_document(school.tenant)
@@ -106,7 +105,7 @@ def run_demo(
         pack = build_audit_pack(
             db, (first_night - timedelta(days=1)).date(), end.date(), out_dir / "audit",
             {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
-            clause_coverage(), end, school_name=policy.school.name)
+            clause_coverage(RULES), end, school_name=policy.school.name)
     finally:
         db.close()
     return DemoResult(out_dir=out_dir, nights=outcomes, weekly_html=weekly.html,

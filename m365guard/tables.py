@@ -38,7 +38,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "skus": {"sku_id": STR, "sku_part_number": STR},
     # /groups/{id}/transitiveMembers for every group the policy names
     "group_members": {"group_id": STR, "group_name": STR, "user_id": STR},
-    # /education/users?$select=id,primaryRole  (student | teacher | faculty | guest | none | unknownFutureValue)
+    # /education/users?$select=id,primaryRole
+    # (student | teacher | faculty | guest | none | unknownFutureValue)
     "edu_roles": {"user_id": STR, "primary_role": STR},
     # /users/{id}/mailFolders/{sentitems|inbox}/messages (Mail.ReadBasic.All: never a body).
     # One row per message copy; message_id is Graph's id (unique per mailbox copy),

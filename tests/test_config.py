@@ -17,7 +17,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "policies.toml"
 
 def test_shipped_policy_loads_with_resolved_paths() -> None:
     policy = load_policy(SHIPPED)
-    assert policy.school.domains == ["manbylodge.sch.uk"]
+    assert policy.school.domains == ["manbylodge.sch.uk", "manbylodge.onmicrosoft.com"]
+    assert policy.school.pupil_domains == ["pupils.manbylodge.sch.uk"]
     assert policy.output.dir == SHIPPED.parent / "m365guard-output"
     assert policy.rules.for_rule("multi-recipient-without-bcc").severity == "medium"
 
@@ -38,7 +39,8 @@ def _line_of(tmp_path: Path, needle: str) -> int:
 
 
 @pytest.mark.parametrize(("old", "new", "needle", "key", "fix"), [
-    ('domains = ["manbylodge.sch.uk"]', 'domains = ["manbylodge.sch.uk",\n  "manby lodge.sch.uk"]',
+    ('domains = ["manbylodge.sch.uk", "manbylodge.onmicrosoft.com"]',
+     'domains = ["manbylodge.sch.uk",\n  "manby lodge.sch.uk"]',
      '"manby lodge.sch.uk"', 'school.domains[1] "manby lodge.sch.uk"', '"manbylodge.sch.uk"'),
     ("first_run_days = 30", 'first_run_days = "30"', "first_run_days", "collect.first_run_days",
      "whole number"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from m365guard.config import load_policy
+from m365guard.errors import ExitCode, GuardError
 from m365guard.logs import setup_logging
 from m365guard.pipeline import NightlyOutcome
 
@@ -16,12 +18,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        config: Path = typer.Option(Path("policies.toml"), "--config", "-c",
-                                    help="The school's policies.toml (its tenant, state and "
-                                         "output settings are replaced by the demo's)."),
-        out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything."),
-        nights: int = typer.Option(28, min=1, max=60, help="Simulated nights to run."),
-        seed: int = typer.Option(1, help="Seed of the synthetic school."),
+        config: Annotated[Path, typer.Option(
+            "--config", "-c", help="The school's policies.toml (its tenant, state and output "
+            "settings are replaced by the demo's).")] = Path("policies.toml"),
+        out: Annotated[Path, typer.Option(
+            "--out", "-o", help="Folder for everything (must be empty or absent).")] = Path(
+            "demo-out"),
+        nights: Annotated[int, typer.Option(min=1, max=60, help="Simulated nights.")] = 28,
+        seed: Annotated[int, typer.Option(help="Seed of the synthetic school.")] = 1,
     ) -> None:
         """Start the emulator with the small synthetic school, run nightly over simulated
         nights, then weekly and audit; write everything to --out."""
@@ -29,8 +33,8 @@ def register(app: typer.Typer) -> None:
 
         policy = load_policy(config)
         if out.exists() and any(out.iterdir()):
-            typer.echo(f"error: {out} is not empty; remove it or choose another --out", err=True)
-            raise typer.Exit(6)
+            raise GuardError(f"{out} is not empty; remove it or choose another --out",
+                             ExitCode.USAGE)
         setup_logging(out / "m365guard.log")
 
         def show(night: int, outcome: NightlyOutcome) -> None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -50,11 +51,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def nightly(
-        config: Path = typer.Option(Path("policies.toml"), "--config", "-c",
-                                    help="The policies.toml to use."),
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help="Folder for the CSVs (default: [output] dir)."),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+        config: Annotated[Path, typer.Option(
+            "--config", "-c", help="The policies.toml to use.")] = Path("policies.toml"),
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Folder for the CSVs (default: [output] dir).")] = None,
+        verbose: Annotated[bool, typer.Option(
+            "--verbose", "-v", help="Log progress to stderr.")] = False,
     ) -> None:
         """Collect since the last run, check every rule, update the findings history and write
         findings-YYYY-MM-DD.csv and run-YYYY-MM-DD.json. Exit codes: README.md."""

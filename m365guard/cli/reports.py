@@ -6,10 +6,8 @@ never need Graph or credentials and can run while a nightly run holds the lock.
 
 from __future__ import annotations
 
-import inspect
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, cast
 
 import typer
@@ -17,9 +15,10 @@ import typer
 from m365guard.clauses import CLAUSES
 from m365guard.config import Policy, load_policy
 from m365guard.errors import ExitCode, GuardError
-from m365guard.reports.audit import ClauseCoverage, build_audit_pack
+from m365guard.reports.audit import build_audit_pack, clause_coverage
 from m365guard.reports.csvfile import write_csv
 from m365guard.reports.weekly import IsoWeek, weekly_from_state
+from m365guard.rules import RULES, rule_titles
 from m365guard.state import FindingStatus, StateDB
 
 ConfigOption = Annotated[
@@ -39,31 +38,6 @@ def _open_state(policy: Policy) -> StateDB:
             f"no state file at {policy.state.path} yet; run `m365guard nightly` first"
             " (or check [state] path)", ExitCode.CONFIG_ERROR)
     return StateDB.open(policy.state.path)
-
-
-def _rules() -> tuple[ModuleType, ...]:
-    from m365guard.rules import RULES
-
-    return RULES
-
-
-def rule_titles() -> dict[str, str]:
-    """Rule id -> the first line of the rule's docstring (its plain-English title)."""
-    return {rule.RULE_ID: (inspect.getdoc(rule) or rule.RULE_ID).splitlines()[0].rstrip(".")
-            for rule in _rules()}
-
-
-def clause_coverage() -> dict[str, ClauseCoverage]:
-    """Clause id -> how m365guard covers it, from CLAUSES and the rules that name each clause."""
-    rules = _rules()
-    return {
-        clause_id: ClauseCoverage(
-            level=clause.coverage,
-            rule_ids=tuple(rule.RULE_ID for rule in rules if clause_id == rule.CLAUSE),
-            note=clause.how_checked,
-        )
-        for clause_id, clause in CLAUSES.items()
-    }
 
 
 def _parse_day(text: str, option: str) -> date:
@@ -108,7 +82,7 @@ def register(app: typer.Typer) -> None:
             pack = build_audit_pack(
                 db, start, end, out or policy.output.dir,
                 {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
-                clause_coverage(), datetime.now(UTC), school_name=policy.school.name)
+                clause_coverage(RULES), datetime.now(UTC), school_name=policy.school.name)
         typer.echo(str(pack.folder))
         typer.echo(str(pack.zip_path))
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from m365guard.clauses import CLAUSES
-from m365guard.rules import RULES
+from m365guard.rules import RULES, rule_title
 
 
 class Format(StrEnum):
@@ -35,10 +35,6 @@ def rule_rows() -> list[tuple[str, str, str, str, str]]:
              section(r, "What it cannot see")) for r in RULES]
 
 
-def _title(rule: ModuleType) -> str:
-    return (rule.__doc__ or "").strip().splitlines()[0]
-
-
 def _body(rule: ModuleType) -> str:
     return (rule.__doc__ or "").strip().split("\n", 1)[1].strip().replace("## ", "### ")
 
@@ -52,7 +48,7 @@ def markdown() -> str:
     lines += [f"| `{a}` | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rule_rows()]
     for rule in RULES:
         clause = CLAUSES[rule.CLAUSE]
-        lines += ["", f"## `{rule.RULE_ID}`: {_title(rule)}", "",
+        lines += ["", f"## `{rule.RULE_ID}`: {rule_title(rule)}.", "",
                   f"Clause {rule.CLAUSE} ({clause.section}); default severity "
                   f"{rule.DEFAULT_SEVERITY}.", "", _body(rule)]
     return "\n".join(lines) + "\n"

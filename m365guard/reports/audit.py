@@ -17,14 +17,16 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import pandas as pd
 
+from m365guard.clauses import CLAUSES
 from m365guard.errors import ExitCode, GuardError
 from m365guard.reports.csvfile import (
     ensure_private_dir,
@@ -47,6 +49,18 @@ class ClauseCoverage:
     level: CoverageLevel
     rule_ids: tuple[str, ...] = ()
     note: str = ""
+
+
+def clause_coverage(rules: Sequence[ModuleType]) -> dict[str, ClauseCoverage]:
+    """Clause id -> how m365guard covers it, from CLAUSES and the rules that name each clause."""
+    return {
+        clause_id: ClauseCoverage(
+            level=clause.coverage,
+            rule_ids=tuple(rule.RULE_ID for rule in rules if clause_id == rule.CLAUSE),
+            note=clause.how_checked,
+        )
+        for clause_id, clause in CLAUSES.items()
+    }
 
 
 @dataclass(frozen=True)

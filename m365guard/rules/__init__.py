@@ -27,7 +27,17 @@ RULES: tuple[ModuleType, ...] = (
     personal_email,
 )
 
-__all__ = ["RULES", "RuleInput", "run_rules"]
+__all__ = ["RULES", "RuleInput", "rule_title", "rule_titles", "run_rules"]
+
+
+def rule_title(rule: ModuleType) -> str:
+    """The first line of a rule's docstring: its plain-English title."""
+    return (rule.__doc__ or rule.RULE_ID).strip().splitlines()[0].rstrip(".")
+
+
+def rule_titles() -> dict[str, str]:
+    """Rule id -> title, for reports written for the headteacher."""
+    return {rule.RULE_ID: rule_title(rule) for rule in RULES}
 
 
 def run_rules(collected: tables.Collected, policy: Policy) -> pd.DataFrame:

@@ -44,7 +44,8 @@ def test_missing_expired_and_forged_tokens_are_401(emulator: RunningEmulator) ->
 ])
 def test_a_token_without_the_role_is_403(tenant: Tenant, workdir: Path, path: str,
                                          code: str) -> None:
-    with start_in_thread(tenant, workdir=workdir, roles=["LicenseAssignment.Read.All"]) as emulator, \
+    only_skus = ["LicenseAssignment.Read.All"]
+    with start_in_thread(tenant, workdir=workdir, roles=only_skus) as emulator, \
             http(emulator.settings, secret_token(emulator.settings)) as client:
         assert client.get("/subscribedSkus").status_code == 200
         response = client.get(path, headers={"client-request-id": "abc-123"})
