@@ -319,6 +319,10 @@ def weekly_html(
         "</p>",
         f'<p class="lead">{esc(headline)}</p>',
         f'<p class="{"warn" if not gaps.empty else "muted"}">{esc(monitoring)}</p>',
+        "<h2>Trend over the last 12 weeks</h2>",
+        '<figure role="img" aria-label="New findings per week by check">',
+        _trend_svg(trend, rule_titles),
+        "</figure>",
         "<h2>To act on</h2>",
     ]
     if action_rows:
@@ -334,13 +338,7 @@ def weekly_html(
             parts.append(f"<p>{esc(_plural(more, 'more item'))}: see the nightly findings CSV.</p>")
     else:
         parts.append("<p>Nothing of high or medium severity is open.</p>")
-    parts += [
-        "<h2>Trend over the last 12 weeks</h2>",
-        '<figure role="img" aria-label="New findings per week by check">',
-        _trend_svg(trend, rule_titles),
-        "</figure>",
-        "<h2>By check</h2>",
-    ]
+    parts.append("<h2>By check</h2>")
     if summary_rows:
         parts.append(_table(
             ["Check", "Clause", "Severity", "New this week", "New last week", "Change",
