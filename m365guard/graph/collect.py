@@ -65,6 +65,7 @@ MESSAGE_FIELDS = (
 USER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled",
                "assignedLicenses")
 USER_TYPE = "#microsoft.graph.user"
+RECIPIENT_FIELDS = (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bccRecipients"))
 RULE_ACTIONS = ("forwardTo", "redirectTo", "forwardAsAttachmentTo")
 PER_MAILBOX_IN_FLIGHT = 4  # Outlook's documented concurrency limit per app and mailbox
 USER_SLOT = "m365guard-user-slot"  # stands for the user id in a per-mailbox URL template
@@ -102,6 +103,9 @@ class CollectResult:
     batch_requests: int  # the $batch POSTs among `requests` (the per-mailbox work)
     errors: list[str]
     skipped: int = 0  # malformed items left out of the tables (each one logged)
+    # $batch items each per-mailbox stream sent, by (mailbox upn, kind): the chain of round
+    # trips it needed, retries included (the benchmark's latency bound is built from these)
+    round_trips: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -143,6 +147,7 @@ class _Stream:
     resynced: bool = False
     attempts: int = 0
     items: int = 0
+    round_trips: int = 0  # replies received, retries and resyncs included
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
     def restart(self) -> None:
@@ -164,6 +169,7 @@ class _Collector:
         self.total = 0
         self.skipped = 0  # malformed items left out (logged one by one)
         self.url_templates: dict[str, str] = {}  # per-mailbox URLs, see user_url
+        self.round_trips: dict[tuple[str, str], int] = {}
 
     # ---- coverage -------------------------------------------------------------------------
     def cover(self, mailbox: str, kind: str, status: str, reason: str, items: int) -> None:
@@ -334,6 +340,9 @@ class _Collector:
         """Decode one page of raw JSON into the stream's rows; a malformed item is logged,
         counted in `skipped` and left out, and the rest of the page is kept."""
         values = _items(body.get("value")) if isinstance(body, dict) else []
+        if stream.delta:
+            self.take_messages(stream, values)
+            return
         for item in values:
             rows: dict[str, list[tuple[Any, ...]]] = {}
             try:
@@ -347,6 +356,67 @@ class _Collector:
                 continue
             for name, new_rows in rows.items():
                 stream.rows.setdefault(name, []).extend(new_rows)
+        stream.items += len(values)
+
+    def take_messages(self, stream: _Stream, values: list[Any]) -> None:
+        """`take_page` for a page of messages: the same rows as `take_item`, with the per-item
+        work inlined (the bulk of a night: ~3x less CPU). Rows go straight onto the stream's
+        lists; a malformed item's partial rows are cut off again."""
+        messages = stream.rows.setdefault("messages", [])
+        recipients = stream.rows.setdefault("recipients", [])
+        mailbox_id, mailbox, folder = stream.mailbox_id, stream.mailbox, stream.kind
+        for item in values:
+            kept = len(recipients)
+            try:
+                if not isinstance(item, dict):
+                    raise MalformedItem(f"an item is {type(item).__name__}, not an object")
+                if "@removed" in item:
+                    continue
+                get = item.get
+                message_id = get("id")
+                message_id = "" if message_id is None else str(message_id)
+                if not message_id:
+                    raise MalformedItem("a message without an id")
+                sent, received = get("sentDateTime"), get("receivedDateTime")
+                if not (sent is None or isinstance(sent, str)):
+                    raise MalformedItem("sentDateTime is not a date")
+                if not (received is None or isinstance(received, str)):
+                    raise MalformedItem("receivedDateTime is not a date")
+                for kind, key in RECIPIENT_FIELDS:
+                    listed = get(key)
+                    if not isinstance(listed, list):
+                        continue
+                    for recipient in listed:
+                        email = recipient.get("emailAddress") \
+                            if isinstance(recipient, dict) else None
+                        if not isinstance(email, dict):
+                            continue
+                        address, name = email.get("address"), email.get("name")
+                        if address or name:
+                            recipients.append((
+                                message_id, kind, "" if address is None else str(address),
+                                "" if name is None else str(name)))
+                sender = get("from")
+                email = sender.get("emailAddress") if isinstance(sender, dict) else None
+                if isinstance(email, dict):
+                    address, name = email.get("address"), email.get("name")
+                    address = "" if address is None else str(address)
+                    name = "" if name is None else str(name)
+                else:
+                    address = name = ""
+                internet_id, conversation_id, subject = (
+                    get("internetMessageId"), get("conversationId"), get("subject"))
+                messages.append((
+                    mailbox_id, mailbox, folder, message_id,
+                    "" if internet_id is None else str(internet_id),
+                    "" if conversation_id is None else str(conversation_id),
+                    "" if subject is None else str(subject), sent, received, address, name,
+                    get("hasAttachments") is True))
+            except (MalformedItem, AttributeError, TypeError, ValueError) as exc:
+                del recipients[kept:]
+                self.skipped += 1
+                log.warning("skipped a malformed %s item in %s: %s", stream.kind,
+                            stream.mailbox, exc)
         stream.items += len(values)
 
     def take_item(self, stream: _Stream, item: dict[str, Any],
@@ -400,6 +470,7 @@ class _Collector:
                         recipients.append((message_id, kind, address, name))
 
     def finish(self, stream: _Stream, status: str, reason: str = "") -> None:
+        self.round_trips[(stream.mailbox, stream.kind)] = stream.round_trips
         if status in ("ok", "resynced"):
             for name, rows in stream.rows.items():
                 self.rows[name].extend(rows)
@@ -411,6 +482,7 @@ class _Collector:
     def handle(self, stream: _Stream, reply: BatchReply) -> float | None:
         """Apply one item's reply; returns a delay before the stream's next GET, or None if done."""
         body = reply.body if isinstance(reply.body, dict) else {}
+        stream.round_trips += 1
         if reply.status == 200:
             stream.attempts = 0
             self.take_page(stream, body)
@@ -639,4 +711,5 @@ def collect(session: GraphSession, request: CollectRequest,
         batch_requests=session.counter.batches - batches_before,
         errors=collector.errors,
         skipped=collector.skipped,
+        round_trips=collector.round_trips,
     )

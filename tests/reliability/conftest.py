@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import subprocess
@@ -280,4 +281,10 @@ def run_cli_inprocess(args: list[str], env: Mapping[str, str], capsys: pytest.Ca
         code = exc.code if isinstance(exc.code, int) else 1
     else:
         code = 0
+    finally:  # the CLI set up its own log handlers: hand logging back to pytest
+        logger = logging.getLogger("m365guard")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
     return CliResult(code, capsys.readouterr().err)
