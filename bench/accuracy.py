@@ -57,39 +57,6 @@ class Score:
         self.wrong_severity += other.wrong_severity
 
 
-def _toml_list(values: list[str]) -> str:
-    return "[" + ", ".join(f'"{value}"' for value in values) + "]"
-
-
-def write_policy(folder: Path, tenant: dict[str, Any]) -> Path:
-    """policies.toml for a generated school, from the tenant's x-policyHints."""
-    hints = tenant["x-policyHints"]
-    path = folder / "policies.toml"
-    path.write_text(f"""
-[school]
-name = "{tenant['tenant']['displayName']}"
-domains = {_toml_list(hints['schoolDomains'])}
-pupil_domains = {_toml_list(hints['pupilDomains'])}
-
-[people]
-pupil_groups = {_toml_list(hints['pupilGroups'])}
-staff_groups = {_toml_list(hints['staffGroups'])}
-governor_groups = {_toml_list(hints['governorGroups'])}
-staff_roster = "staff-personal.csv"
-parent_roster = "parents.csv"
-
-[addresses]
-partner_domains = {_toml_list(hints['partnerDomains'])}
-
-[allow]
-mailboxes = {_toml_list(hints['sharedMailboxes'])}
-
-[collect]
-exchange_forwarding_export = "exchange-forwarding.csv"
-""", encoding="utf-8")
-    return path
-
-
 def active(label: dict[str, Any], now: datetime) -> bool:
     """The label's violation exists at `now`."""
     start, end = label.get("visible_from"), label.get("visible_until")
@@ -132,7 +99,9 @@ def evaluate(size: str, seed: int) -> Score:
     school = generate(size, seed)
     with tempfile.TemporaryDirectory() as folder:
         school.write(Path(folder))
-        policy = load_policy(write_policy(Path(folder), school.tenant))
+        policy_file = Path(folder) / "policies.toml"
+        policy_file.write_text(school.policy_toml(), encoding="utf-8")
+        policy = load_policy(policy_file)
         now = datetime.fromisoformat(school.tenant["clock"]["start"])
         collected = expected_tables(school.tenant, now=now)
         assert policy.collect.exchange_forwarding_export is not None

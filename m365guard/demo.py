@@ -10,7 +10,6 @@ audit pack. Everything lands under one folder.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,11 +19,10 @@ from m365guard.clauses import CLAUSES
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
 from m365guard.emulator.state import Tenant
-from m365guard.emulator.synth import SyntheticSchool, forwarding_export_csv, generate
+from m365guard.emulator.synth import SyntheticSchool, generate
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.audit import build_audit_pack, clause_coverage
-from m365guard.reports.csvfile import write_text_atomic
 from m365guard.reports.weekly import weekly_from_state
 from m365guard.rules import RULES, rule_titles
 from m365guard.state import StateDB
@@ -59,15 +57,13 @@ def connection_for(settings: EmulatorSettings) -> ConnectionSettings:
 def policy_for_demo(policy: Policy, school: SyntheticSchool, out_dir: Path) -> Policy:
     """The school's policy with state, output, rosters and Exchange export in the demo folder."""
     inputs = out_dir / "inputs"
-    parent_roster = write_text_atomic(inputs / "parents.csv", school.parent_roster_csv())
-    staff_roster = write_text_atomic(inputs / "staff-personal.csv", school.staff_roster_csv())
-    export = write_text_atomic(inputs / "exchange-forwarding.csv", forwarding_export_csv(school))
-    taken = datetime.fromisoformat(school.tenant["clock"]["start"].replace("Z", "+00:00"))
-    os.utime(export, (taken.timestamp(), taken.timestamp()))  # exported when the demo starts
+    school.write_inputs(inputs)
     return policy.model_copy(update={
-        "collect": policy.collect.model_copy(update={"exchange_forwarding_export": export}),
-        "people": policy.people.model_copy(
-            update={"parent_roster": parent_roster, "staff_roster": staff_roster}),
+        "collect": policy.collect.model_copy(
+            update={"exchange_forwarding_export": inputs / "exchange-forwarding.csv"}),
+        "people": policy.people.model_copy(update={
+            "parent_roster": inputs / "parents.csv",
+            "staff_roster": inputs / "staff-personal.csv"}),
         "state": policy.state.model_copy(update={"path": out_dir / "state" / "m365guard.db"}),
         "output": policy.output.model_copy(update={"dir": out_dir / "nightly"}),
     })

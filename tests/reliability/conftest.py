@@ -81,40 +81,12 @@ def emulator(school: synth.SyntheticSchool, emu_workdir: Path) -> Iterator[Runni
         yield running
 
 
-def toml_list(values: list[str]) -> str:
-    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
-
-
 def policy_text(school: synth.SyntheticSchool, *, timeout: float = 10.0) -> str:
     """A policies.toml for the school: no [tenant] secrets; audit log off (its polling takes
     seconds); mailbox forwarding from the Exchange export instead."""
-    hints = school.tenant["x-policyHints"]
-    pupil = hints["pupilDomains"]
-    return f"""\
-[school]
-name = "{school.tenant['tenant']['displayName']}"
-domains = {toml_list([d for d in hints['schoolDomains'] if d not in pupil])}
-pupil_domains = {toml_list(pupil)}
-
-[people]
-pupil_groups = {toml_list(hints['pupilGroups'])}
-staff_groups = {toml_list(hints['staffGroups'])}
-governor_groups = {toml_list(hints['governorGroups'])}
-staff_roster = "inputs/staff-personal.csv"
-parent_roster = "inputs/parents.csv"
-
-[addresses]
-partner_domains = {toml_list(hints['partnerDomains'])}
-
-[allow]
-mailboxes = {toml_list(hints['sharedMailboxes'])}
-
-[collect]
-first_run_days = 30
-include_audit_log = false
-exchange_forwarding_export = "inputs/exchange-forwarding.csv"
-request_timeout_seconds = {timeout}
-
+    return school.policy_toml(inputs="inputs", collect={
+        "first_run_days": 30, "include_audit_log": False, "request_timeout_seconds": timeout,
+    }) + """
 [state]
 path = "state/m365guard.db"
 
@@ -204,15 +176,7 @@ def process_env(extra: Mapping[str, str]) -> dict[str, str]:
 def make_site(root: Path, school: synth.SyntheticSchool, settings: EmulatorSettings, *,
               auth: str = "cert", text: str | None = None, timeout: float = 10.0) -> Site:
     """Write policies.toml, rosters and export under root."""
-    inputs = root / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    (inputs / "parents.csv").write_text(school.parent_roster_csv(), encoding="utf-8")
-    (inputs / "staff-personal.csv").write_text(school.staff_roster_csv(), encoding="utf-8")
-    export = inputs / "exchange-forwarding.csv"
-    export.write_text(synth.forwarding_export_csv(school), encoding="utf-8")
-    # the export's time is when it was taken (its mtime): the school clock, in every site
-    taken = datetime.fromisoformat(school.tenant["clock"]["start"]).timestamp()
-    os.utime(export, (taken, taken))
+    school.write_inputs(root / "inputs")
     (root / "policies.toml").write_text(text if text is not None
                                         else policy_text(school, timeout=timeout),
                                         encoding="utf-8")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -71,11 +73,52 @@ class SyntheticSchool:
             tenant_path = directory / "tenant.json"
             tenant_path.write_bytes(data)
         (directory / "truth.json").write_bytes(orjson.dumps(self.truth, option=orjson.OPT_INDENT_2))
+        self.write_inputs(directory)
+        return tenant_path
+
+    def write_inputs(self, directory: Path) -> None:
+        """The files a school keeps beside its policy: parents.csv, staff-personal.csv and
+        exchange-forwarding.csv, the export dated (file time) when the school's clock starts."""
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / "parents.csv").write_text(self.parent_roster_csv(), encoding="utf-8")
         (directory / "staff-personal.csv").write_text(self.staff_roster_csv(), encoding="utf-8")
-        (directory / "exchange-forwarding.csv").write_text(forwarding_export_csv(self),
-                                                           encoding="utf-8")
-        return tenant_path
+        export = directory / "exchange-forwarding.csv"
+        export.write_text(forwarding_export_csv(self), encoding="utf-8")
+        taken = datetime.fromisoformat(self.tenant["clock"]["start"]).timestamp()
+        os.utime(export, (taken, taken))
+
+    def policy_toml(self, *, inputs: str = ".",
+                    collect: Mapping[str, str | int | float | bool] | None = None) -> str:
+        """A policies.toml for this school from its x-policyHints, reading the rosters and the
+        Exchange export that `write` puts in `inputs` (relative to the policy file); `collect`
+        adds keys to [collect]. Callers append [tenant], [state], [output] or [rules.*]."""
+        hints = self.tenant["x-policyHints"]
+        pupil = hints["pupilDomains"]
+        collect_keys = {"exchange_forwarding_export": f"{inputs}/exchange-forwarding.csv",
+                        **(collect or {})}
+
+        def toml(value: object) -> str:
+            return orjson.dumps(value).decode()
+
+        return "\n".join([
+            "[school]",
+            f"name = {toml(self.tenant['tenant']['displayName'])}",
+            f"domains = {toml([d for d in hints['schoolDomains'] if d not in pupil])}",
+            f"pupil_domains = {toml(pupil)}",
+            "", "[people]",
+            f"pupil_groups = {toml(hints['pupilGroups'])}",
+            f"staff_groups = {toml(hints['staffGroups'])}",
+            f"governor_groups = {toml(hints['governorGroups'])}",
+            f"staff_roster = {toml(f'{inputs}/staff-personal.csv')}",
+            f"parent_roster = {toml(f'{inputs}/parents.csv')}",
+            "", "[addresses]",
+            f"partner_domains = {toml(hints['partnerDomains'])}",
+            "", "[allow]",
+            f"mailboxes = {toml(hints['sharedMailboxes'])}",
+            "", "[collect]",
+            *(f"{key} = {toml(value)}" for key, value in collect_keys.items()),
+            "",
+        ])
 
 
 def _csv(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
