@@ -27,8 +27,11 @@ def register(app: typer.Typer) -> None:
         nights: Annotated[int, typer.Option(min=1, max=60, help="Simulated nights.")] = 28,
         seed: Annotated[int, typer.Option(help="Seed of the synthetic school.")] = 1,
     ) -> None:
-        """Start the emulator with the small synthetic school, run nightly over simulated
-        nights, then weekly and audit; write everything to --out."""
+        """Run nightly, weekly and audit on an emulated school over simulated nights.
+
+        Starts the local Graph tenant with the small synthetic school (Manby Lodge) in-process
+        and writes everything to --out.
+        """
         from m365guard.demo import run_demo
 
         policy = load_policy(config)

@@ -58,8 +58,11 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option(
             "--verbose", "-v", help="Log progress to stderr.")] = False,
     ) -> None:
-        """Collect since the last run, check every rule, update the findings history and write
-        findings-YYYY-MM-DD.csv and run-YYYY-MM-DD.json. Exit codes: README.md."""
+        """Collect since the last run, check every rule, write the findings CSV and run JSON.
+
+        Exit codes: 0 clean, 3 new high-severity findings, 4 partial run, 5 already running,
+        6 configuration error, 10-15 connection and permission errors (README.md).
+        """
         policy = load_policy(config)
         out_dir = out or policy.output.dir
         setup_logging(out_dir / "m365guard.log", verbose=verbose)
