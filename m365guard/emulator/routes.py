@@ -326,7 +326,8 @@ class GraphGate:
 
 
 def depends_on(item: dict[str, Any]) -> list[str]:
-    return [str(d) for d in item.get("dependsOn") or []]
+    """The ids an item waits for; `depends_on` is the spelling some SDK serialisers send."""
+    return [str(d) for d in item.get("dependsOn") or item.get("depends_on") or []]
 
 
 def batch_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

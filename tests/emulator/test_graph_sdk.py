@@ -170,7 +170,7 @@ def test_batch_through_the_sdk_adapter(emulator: RunningEmulator) -> None:
         {"id": "2", "method": "GET", "url": f"{settings.graph_endpoint}/v1.0/subscribedSkus",
          "dependsOn": ["1"]},
         {"id": "3", "method": "GET", "url": "users/nobody@nowhere/mailboxSettings"},
-        {"id": "4", "method": "GET", "url": "subscribedSkus", "dependsOn": ["3"]},
+        {"id": "4", "method": "GET", "url": "subscribedSkus", "depends_on": ["3"]},
         {"id": "5", "method": "GET", "url": f"/users/{TEACHER}/mailFolders/inbox/messageRules"}]}
     request = RequestInformation(Method.POST, "{+baseurl}/$batch")
     request.path_parameters["baseurl"] = client.request_adapter.base_url
