@@ -24,12 +24,12 @@ from m365guard.graph.collect import CollectRequest, CollectResult, collect, open
 from m365guard.graph.settings import ConnectionSettings
 from m365guard.reports.nightly import NightlyPaths, write_nightly_reports
 from m365guard.rules import run_rules
-from m365guard.state import FindingsUpdate, RunRecord, StateDB, build_inventory
+from m365guard.state import FindingsUpdate, RunOutcome, RunRecord, StateDB, build_inventory
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[int, int], None]
-COVERED = ("ok", "resynced", "no_mailbox")
+COVERED = ("ok", "resynced", "no_mailbox")  # no Exchange mailbox: nothing to read, no gap
 # Mailbox forwarding is a state, not an event: each night reads the audit log's whole standard
 # retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
 # the Exchange export ([collect] exchange_forwarding_export).
@@ -70,7 +70,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> Col
     )
 
 
-def _outcome(result: CollectResult) -> str:
+def _outcome(result: CollectResult) -> RunOutcome:
     coverage = result.collected["coverage"]
     return "complete" if coverage["status"].isin(COVERED).all() else "partial"
 
@@ -149,7 +149,7 @@ def run_nightly(
                 result.delta_links,
                 build_inventory(result.collected["rule_forwards"],
                                 result.collected["mailbox_forwarding"]),
-                "complete" if _outcome(result) == "complete" else "partial",
+                _outcome(result),
                 _counts(result, findings),
                 now,
                 before_commit=report,
