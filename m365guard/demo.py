@@ -99,7 +99,7 @@ def run_demo(
         weekly = weekly_from_state(db, out_dir / "weekly", end, school_name=policy.school.name,
                                    rule_titles=rule_titles())
         pack = build_audit_pack(
-            db, (first_night - timedelta(days=1)).date(), end.date(), out_dir / "audit",
+            db, first_night.date(), end.date(), out_dir / "audit",
             {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
             clause_coverage(RULES), end, school_name=policy.school.name)
     finally:

@@ -162,8 +162,12 @@ def test_audit_pack_manifest_matches_files(demo: DemoResult) -> None:
             member = next(name for name in names if name.endswith("/" + entry["file"])
                           or name == entry["file"])
             assert hashlib.sha256(pack.read(member)).hexdigest() == entry["sha256"]
-    clauses = (demo.audit_zip.parent / demo.audit_zip.stem)
-    assert clauses.is_dir()
+    folder = demo.audit_zip.parent / demo.audit_zip.stem
+    nights = _read_csv(folder / "nights.csv")
+    assert [row["outcome"] for row in nights] == ["complete"] * NIGHTS
+    clauses = {row["clause_id"]: row for row in _read_csv(folder / "clauses.csv")}
+    assert clauses["AUP-MOBILE-NUMBER"]["coverage"] == "manual"
+    assert clauses["AUP-BCC"]["rule_ids"] == "multi-recipient-without-bcc"
 
 
 def test_second_demo_night_window_starts_where_first_ended(demo: DemoResult) -> None:
