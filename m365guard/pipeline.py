@@ -10,6 +10,7 @@ links were never advanced) and reports the same findings as new.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,7 @@ def run_nightly(
 ) -> NightlyOutcome:
     """Collect since the last run, check, record, report. Raises GuardError for user errors."""
     now = now or datetime.now(UTC)
+    started = time.monotonic()  # finished_at = now + elapsed, for real and simulated nights
     db = StateDB.open(policy.state.path)
     try:
         with db.lock():
@@ -124,7 +126,8 @@ def run_nightly(
                     result = collect(session, _request(policy, since, now, db), progress)
             except GuardError as exc:
                 run_id = run_id or db.start_run(since, now, now)
-                db.fail_run(run_id, exc.message, now)
+                db.fail_run(run_id, exc.message,
+                            now + timedelta(seconds=time.monotonic() - started))
                 raise
             for error in result.errors:
                 log.warning("not read: %s", error)
@@ -152,6 +155,7 @@ def run_nightly(
                 _outcome(result),
                 _counts(result, findings),
                 now,
+                finished_at=now + timedelta(seconds=time.monotonic() - started),
                 before_commit=report,
             )
             run = db.run(run_id)

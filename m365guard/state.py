@@ -476,6 +476,7 @@ class StateDB:
         now: datetime,
         *,
         error: str = "",
+        finished_at: datetime | None = None,
         before_commit: Callable[[FindingsUpdate, RunRecord], None] | None = None,
     ) -> FindingsUpdate:
         """Store everything a run produced in one transaction and update findings history.
@@ -483,7 +484,8 @@ class StateDB:
         `before_commit(update, run)` runs inside the transaction, after everything is written
         and before COMMIT (the nightly job writes its reports there): if it raises, or the
         process dies in it, nothing of the run is kept and the next run repeats it, so the
-        findings it reported as new are reported as new again rather than lost.
+        findings it reported as new are reported as new again rather than lost. `now` is the
+        run's time (first_seen/last_seen); `finished_at` (default `now`) when its work ended.
         """
         if outcome == "running":
             raise ValueError("commit_run needs a final outcome, not 'running'")
@@ -525,7 +527,8 @@ class StateDB:
             )
             conn.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
-                (stamp, outcome, orjson.dumps(dict(counts)).decode(), error, run_id),
+                (iso(finished_at or now), outcome, orjson.dumps(dict(counts)).decode(), error,
+                 run_id),
             )
             # read inside the transaction: this connection sees its own uncommitted rows
             changed = set(tally.new) | set(tally.reopened)
