@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import cert_conn, secret_conn, section_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
+from graph_support import cert_conn, secret_conn, section_for
 
 from m365guard.emulator.server import RunningEmulator
 from m365guard.errors import ExitCode, GuardError

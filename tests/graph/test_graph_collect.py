@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import FAST_RETRY, assert_same_table, cert_conn, clock, secret_conn
+from graph_support import FAST_RETRY, assert_same_table, cert_conn, clock, secret_conn
 
 from m365guard import tables
 from m365guard.emulator import synth

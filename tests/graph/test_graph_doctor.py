@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import cert_conn, secret_conn
+from graph_support import cert_conn, secret_conn
 from typer.testing import CliRunner
 
 from m365guard.cli.main import app

@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import DATA, Site, run_cli_inprocess
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from hostile import CASES, hostile_document
+from site_support import DATA, Site, run_cli_inprocess
 
 from m365guard.config import load_policy
 from m365guard.demo import connection_for

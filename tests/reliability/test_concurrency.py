@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from conftest import Site, stable_findings
+from site_support import Site, stable_findings
 
 from m365guard.errors import ExitCode
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Site, make_site, read_csv, stable_findings
+from site_support import Site, make_site, read_csv, stable_findings
 
 from m365guard.emulator import synth
 from m365guard.emulator.server import RunningEmulator

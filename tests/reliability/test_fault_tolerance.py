@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import QUIET, Site, assert_same_findings, make_site, read_csv, stable_findings
+from site_support import QUIET, Site, assert_same_findings, make_site, read_csv, stable_findings
 
 from m365guard.emulator import synth
 from m365guard.emulator.faults import FaultConfig

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import certifi
 import orjson
 import pytest
-from conftest import Site, make_site, read_csv, run_cli_inprocess
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from site_support import Site, make_site, read_csv, run_cli_inprocess
 
 from m365guard.emulator import synth
 from m365guard.emulator.routes import GRAPH_ROUTES
