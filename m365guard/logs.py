@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+from m365guard.reports.csvfile import ensure_private_dir
+
 _SECRETS: set[str] = set()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -42,9 +44,7 @@ def setup_logging(log_file: Path | None = None, *, verbose: bool = False) -> Non
     stderr.setLevel(logging.INFO if verbose else logging.WARNING)
     handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
-        if not log_file.parent.exists():  # usually the output folder: owner-only, like reports
-            log_file.parent.mkdir(parents=True, mode=0o700)
-            os.chmod(log_file.parent, 0o700)
+        ensure_private_dir(log_file.parent)  # usually the output folder: owner-only
         fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(fd)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))

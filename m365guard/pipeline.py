@@ -26,11 +26,13 @@ from m365guard.graph.settings import ConnectionSettings
 from m365guard.reports.nightly import NightlyPaths, write_nightly_reports
 from m365guard.rules import run_rules
 from m365guard.state import FindingsUpdate, RunOutcome, RunRecord, StateDB, build_inventory
+from m365guard.tables import READ_IN_FULL
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[int, int], None]
-COVERED = ("ok", "resynced", "no_mailbox")  # no Exchange mailbox: nothing to read, no gap
+# A user without an Exchange mailbox has nothing to read: no gap in the night.
+COMPLETE_STATUSES = READ_IN_FULL | {"no_mailbox"}
 # Mailbox forwarding is a state, not an event: each night reads the audit log's whole standard
 # retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
 # the Exchange export ([collect] exchange_forwarding_export).
@@ -73,7 +75,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> Col
 
 def _outcome(result: CollectResult) -> RunOutcome:
     coverage = result.collected["coverage"]
-    return "complete" if coverage["status"].isin(COVERED).all() else "partial"
+    return "complete" if coverage["status"].isin(COMPLETE_STATUSES).all() else "partial"
 
 
 def _counts(result: CollectResult, findings: pd.DataFrame) -> dict[str, int]:

@@ -30,7 +30,7 @@ import pandas as pd
 from pandas.api.types import pandas_dtype
 
 from m365guard.errors import ExitCode, GuardError
-from m365guard.tables import BOOL, INT, SCHEMAS, STR, TS, conform
+from m365guard.tables import BOOL, INT, READ_IN_FULL, SCHEMAS, STR, TS, conform
 
 RunOutcome = Literal["running", "complete", "partial", "failed"]
 FindingStatus = Literal["open", "resolved", "acknowledged"]
@@ -83,7 +83,6 @@ SNAPSHOT_FOLDERS: dict[str, str] = {
     "chat": "chats",
 }
 TENANT_WIDE_SNAPSHOTS = frozenset({"chat", "mailbox_forwarding"})
-COVERED_STATUSES = frozenset({"ok", "resynced"})
 SYSTEM_ACTOR = "m365guard"
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -600,13 +599,13 @@ class StateDB:
         stamp: str,
     ) -> list[str]:
         """Resolve open snapshot findings this run did not see where it read their source."""
-        covered = coverage[coverage["status"].isin(COVERED_STATUSES)]
+        covered = coverage[coverage["status"].isin(READ_IN_FULL)]
         covered_keys = {
             (str(mailbox).lower(), str(folder))
             for mailbox, folder in zip(covered["mailbox"], covered["folder"], strict=True)
         }
         tenant_wide_covered = {
-            object_type: bool(len(rows)) and bool(rows["status"].isin(COVERED_STATUSES).all())
+            object_type: bool(len(rows)) and bool(rows["status"].isin(READ_IN_FULL).all())
             for object_type in TENANT_WIDE_SNAPSHOTS
             for rows in [coverage[coverage["folder"] == SNAPSHOT_FOLDERS[object_type]]]
         }

@@ -185,6 +185,9 @@ SCHEMAS["coverage"] = {
     "items": INT,
 }
 
+# Coverage statuses meaning "this source was read in full": only these may resolve a finding.
+READ_IN_FULL = frozenset({"ok", "resynced"})
+
 COLLECTED = (
     "users",
     "skus",

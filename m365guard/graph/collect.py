@@ -497,7 +497,7 @@ class _Collector:
 
     def finish(self, stream: _Stream, status: str, reason: str = "") -> None:
         self.round_trips[(stream.mailbox, stream.kind)] = stream.round_trips
-        if status in ("ok", "resynced"):
+        if status in tables.READ_IN_FULL:
             for name, rows in stream.rows.items():
                 self.rows[name].extend(rows)
             if stream.columns:

@@ -36,9 +36,9 @@ from m365guard.reports.csvfile import (
 )
 from m365guard.reports.weekly import status_at
 from m365guard.state import FINDING_FRAME_SCHEMA, RunRecord, StateDB, runs_frame
+from m365guard.tables import READ_IN_FULL
 
 CoverageLevel = Literal["automatic", "partial", "manual"]
-COVERED_STATUSES = ("ok", "resynced")
 NIGHT_ORDER = {"complete": 3, "partial": 2, "failed": 1, "running": 0}
 
 
@@ -108,7 +108,7 @@ def mailbox_coverage_table(coverage: pd.DataFrame) -> pd.DataFrame:
     rows = []
     coverage = coverage.assign(mailbox=coverage["mailbox"].replace("", TENANT_WIDE))
     for mailbox, group in coverage.groupby("mailbox", sort=True):
-        gap_rows = group[~group["status"].isin(COVERED_STATUSES)]
+        gap_rows = group[~group["status"].isin(READ_IN_FULL)]
         gap_runs = set(gap_rows["run_id"])
         runs = set(group["run_id"])
         last_gap = gap_rows.sort_values("run_id", kind="stable").tail(1).to_dict("records")
@@ -127,7 +127,7 @@ def runs_table(runs: list[RunRecord], coverage: pd.DataFrame) -> pd.DataFrame:
     """The run history with how many mailboxes each run read fully."""
     table = runs_frame(runs)
     coverage = coverage[coverage["mailbox"] != ""]
-    gaps = coverage[~coverage["status"].isin(COVERED_STATUSES)]
+    gaps = coverage[~coverage["status"].isin(READ_IN_FULL)]
     table["mailboxes"] = [int(coverage.loc[coverage["run_id"] == run_id, "mailbox"].nunique())
                           for run_id in table["run_id"]]
     table["mailboxes_with_gaps"] = [

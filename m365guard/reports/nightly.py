@@ -17,7 +17,7 @@ import pandas as pd
 
 from m365guard.reports.csvfile import write_bytes_atomic, write_csv
 from m365guard.state import FINDING_FRAME_SCHEMA, FindingsUpdate, RunRecord, iso
-from m365guard.tables import SCHEMAS, SEVERITIES, conform
+from m365guard.tables import READ_IN_FULL, SCHEMAS, SEVERITIES, conform
 
 NIGHTLY_COLUMNS: tuple[str, ...] = (
     *SCHEMAS["findings"],
@@ -63,7 +63,7 @@ def run_summary(
 ) -> dict[str, Any]:
     """The run JSON as a dict: window, outcome, coverage with gaps and reasons, counts."""
     coverage = conform("coverage", coverage)
-    covered = coverage["status"].isin(["ok", "resynced"])
+    covered = coverage["status"].isin(READ_IN_FULL)
     gaps = coverage[~covered].sort_values(["mailbox", "folder"], kind="stable")
     open_now = pd.concat([update.new, update.reopened, update.still_open], ignore_index=True)
     by_rule: dict[str, dict[str, int]] = {}
