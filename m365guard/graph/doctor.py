@@ -19,7 +19,7 @@ from msgraph.generated.models.security.audit_log_query import AuditLogQuery
 from m365guard.errors import GuardError
 from m365guard.graph.auth import TokenSource, VerifiedSession, connection_error
 from m365guard.graph.client import GraphSession, RetryPolicy, error_code
-from m365guard.graph.permissions import REQUIRED_PERMISSIONS, TOO_BROAD
+from m365guard.graph.permissions import REQUIRED_PERMISSIONS, TOO_BROAD, required_for
 from m365guard.graph.settings import ConnectionSettings
 
 
@@ -130,7 +130,7 @@ def run_doctor(conn: ConnectionSettings, kinds: set[str]) -> list[DoctorCheck]:
         return checks
     checks.append(DoctorCheck("token", True, f"app-only token with {len(tokens.granted_roles)}"
                                              " application permissions"))
-    for permission in sorted({REQUIRED_PERMISSIONS[kind] for kind in kinds}):
+    for permission in sorted(required_for(kinds)):
         granted = permission in tokens.granted_roles
         checks.append(DoctorCheck(
             f"permission {permission}", granted, "granted" if granted else "not granted",
