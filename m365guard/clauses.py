@@ -82,3 +82,8 @@ CLAUSES: dict[str, Clause] = {
         coverage="partial",
     ),
 }
+
+
+def clause_texts() -> dict[str, str]:
+    """Clause id -> quoted text, as the audit pack lists them."""
+    return {clause_id: clause.text for clause_id, clause in CLAUSES.items()}

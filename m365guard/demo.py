@@ -9,13 +9,12 @@ audit pack. Everything lands under one folder.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from m365guard.clauses import CLAUSES
+from m365guard.clauses import clause_texts
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
 from m365guard.emulator.state import Tenant
@@ -27,7 +26,6 @@ from m365guard.reports.weekly import weekly_from_state
 from m365guard.rules import RULES, rule_titles
 from m365guard.state import StateDB
 
-log = logging.getLogger(__name__)
 NIGHTLY_HOUR = 2  # the jobs/ schedule: 02:00
 
 
@@ -100,7 +98,7 @@ def run_demo(
                                    rule_titles=rule_titles())
         pack = build_audit_pack(
             db, first_night.date(), end.date(), out_dir / "audit",
-            {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
+            clause_texts(),
             clause_coverage(RULES), end, school_name=policy.school.name)
     finally:
         db.close()

@@ -12,7 +12,7 @@ from typing import Annotated, cast
 
 import typer
 
-from m365guard.clauses import CLAUSES
+from m365guard.clauses import clause_texts
 from m365guard.config import Policy, load_policy
 from m365guard.errors import ExitCode, GuardError
 from m365guard.reports.audit import build_audit_pack, clause_coverage
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         with _open_state(policy) as db:
             pack = build_audit_pack(
                 db, start, end, out or policy.output.dir,
-                {clause_id: clause.text for clause_id, clause in CLAUSES.items()},
+                clause_texts(),
                 clause_coverage(RULES), datetime.now(UTC), school_name=policy.school.name)
         typer.echo(str(pack.folder))
         typer.echo(str(pack.zip_path))
