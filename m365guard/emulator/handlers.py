@@ -29,6 +29,7 @@ from m365guard.emulator.state import (
     Folder,
     Json,
     Mailbox,
+    Message,
     Tenant,
     parse_time,
 )
@@ -487,8 +488,8 @@ def messages_delta(call: Call, params: dict[str, str]) -> GraphResponse:
         token = encode_token({"round": round_id, "offset": offset, "empty": True})
         return delta_page(request, [], {"@odata.nextLink": f"{base}?$skiptoken={token}"})
     chunk = snapshot.items[offset:offset + snapshot.page_size]
-    items = [{"@odata.type": "#microsoft.graph.message", **project(item, snapshot.select)}
-             if "@removed" not in item else item for item in chunk]
+    items = [item if "@removed" in item else message_json(folder.by_id[item["id"]], snapshot.select)
+             for item in chunk]
     offset += len(chunk)
     if offset < len(snapshot.items):
         link = f"{base}?$skiptoken={encode_token({'round': round_id, 'offset': offset})}"
@@ -498,6 +499,16 @@ def messages_delta(call: Call, params: dict[str, str]) -> GraphResponse:
     token = call.tenant.start_delta(user["id"], folder.name, snapshot.since, snapshot.asof)
     return delta_page(request, items,
                       {"@odata.deltaLink": f"{base}?$deltatoken={token}"})
+
+
+def message_json(message: Message, select: Sequence[str] | None) -> orjson.Fragment:
+    """A message as a delta page lists it, serialised once per $select and reused."""
+    key = None if select is None else tuple(select)
+    rendered = message.rendered.get(key)
+    if rendered is None:
+        resource = {"@odata.type": "#microsoft.graph.message", **project(message.data, select)}
+        rendered = message.rendered[key] = orjson.Fragment(orjson.dumps(resource))
+    return rendered
 
 
 def start_delta_round(call: Call, user_id: str, folder: Folder) -> tuple[str, DeltaSnapshot]:
@@ -529,7 +540,8 @@ def start_delta_round(call: Call, user_id: str, folder: Folder) -> tuple[str, De
     return round_id, snapshot
 
 
-def delta_page(request: GraphRequest, items: list[Json], link: Json) -> GraphResponse:
+def delta_page(request: GraphRequest, items: Sequence[Json | orjson.Fragment],
+               link: Json) -> GraphResponse:
     body: Json = {"@odata.context": f"{request.base_url}/v1.0/$metadata#Collection(message)",
                   **link, "value": items}
     return GraphResponse(200, body)

@@ -13,7 +13,7 @@ import gzip
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,9 @@ class Message:
     dates: dict[str, float]
     visible_at: float
     deleted_at: float | None
+    # this message's JSON per $select, serialised once (messages never change once loaded;
+    # re-serialising each page was most of the emulator's CPU): see handlers.message_json
+    rendered: dict[tuple[str, ...] | None, orjson.Fragment] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

@@ -9,8 +9,8 @@ instead of kiota's model parsing (~440x slower here).
 
 The SDK's own retry handler is switched off: it cannot parse fractional Retry-After values and
 never retries throttled `$batch` items. `send` retries whole requests (429/500/502/503/504 and
-transport errors) with exponential backoff and jitter up to a bound; `send_batch` returns each
-item's own status so the caller can retry items after their own Retry-After.
+transport errors) with exponential backoff and jitter up to a bound; `batch_replies` gives each
+$batch item's own status so the caller can retry items after their own Retry-After.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import ssl
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import orjson
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -41,6 +43,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from m365guard.errors import ExitCode, GuardError
+from m365guard.graph import wire
 from m365guard.graph.auth import TokenSource
 from m365guard.graph.settings import ConnectionSettings
 
@@ -81,11 +84,22 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @dataclass
 class BatchReply:
-    """One item of a `$batch` response: its own status, headers and decoded JSON body."""
+    """One item of a `$batch` response: its own status, headers and body, still raw (a page of
+    messages is decoded into structs by its stream, see wire.message_page)."""
 
     status: int
-    headers: Mapping[str, str]
-    body: Any
+    headers: Mapping[str, Any]
+    raw: bytes | msgspec.Raw | None
+
+    @cached_property
+    def body(self) -> Any:
+        """The body decoded generically (None when absent or not JSON)."""
+        if not self.raw:
+            return None
+        try:
+            return orjson.loads(bytes(self.raw))
+        except orjson.JSONDecodeError:
+            return None
 
     @property
     def retry_after(self) -> float | None:
@@ -252,14 +266,6 @@ class GraphSession:
         response = await self.send(info)
         return response.status_code, orjson.loads(response.content) if response.content else None
 
-    async def send_batch(
-        self, items: Sequence[tuple[str, str, Mapping[str, str]]]
-    ) -> dict[str, BatchReply]:
-        """POST one $batch of (id, relative GET url, headers); each item's reply by id."""
-        response = await self.post_batch(items)
-        with gc_paused():
-            return batch_replies(response, items)
-
     async def post_batch(
         self, items: Sequence[tuple[str, str, Mapping[str, str]]]
     ) -> httpx.Response:
@@ -281,20 +287,23 @@ class GraphSession:
         return await self.send(info)
 
 
-def batch_replies(
-    response: httpx.Response, items: Sequence[tuple[str, str, Mapping[str, str]]]
-) -> dict[str, BatchReply]:
-    """Each item's reply by id, from one raw `$batch` response (decoded once, with orjson);
-    a failed outer request is every item's reply."""
+def batch_replies(response: httpx.Response, count: int) -> list[BatchReply]:
+    """The replies to a `$batch` of `count` items (ids "0".."count-1"), in order. A failed
+    outer request is every item's reply; a reply that is missing, or a response that is not a
+    `$batch` response, reads as a 502 for the items it leaves without one, so they are retried."""
     if response.status_code != 200:
-        reply = BatchReply(response.status_code, dict(response.headers), _safe_json(response))
-        return {item_id: reply for item_id, _, _ in items}
-    replies: dict[str, BatchReply] = {}
-    for entry in orjson.loads(response.content).get("responses", []):
-        replies[str(entry.get("id"))] = BatchReply(
-            int(entry.get("status", 500)), entry.get("headers") or {}, entry.get("body")
-        )
-    return replies
+        reply = BatchReply(response.status_code, dict(response.headers), response.content)
+        return [reply] * count
+    replies: list[BatchReply | None] = [None] * count
+    try:
+        items = wire.batch_items(response.content)
+    except wire.DecodeFailure:
+        items = []
+    for item in items:
+        if item.id.isdigit() and int(item.id) < count:
+            replies[int(item.id)] = BatchReply(item.status, item.headers or {}, item.body)
+    missing = BatchReply(502, {}, None)
+    return [reply or missing for reply in replies]
 
 
 @contextmanager
@@ -311,13 +320,6 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _safe_json(response: httpx.Response) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def error_code(body: Any) -> tuple[str, str]:
