@@ -180,6 +180,8 @@ class _Collector:
         self.skipped = 0  # malformed items left out (logged one by one)
         self.url_templates: dict[str, str] = {}  # per-mailbox URLs, see user_url
         self.round_trips: dict[tuple[str, str], int] = {}
+        self.seen_ids: dict[str, set[str]] = {}  # message ids taken, by mailbox id
+        self.repeated_ids = False  # whether any came twice (then the tables drop repeats)
 
     # ---- coverage -------------------------------------------------------------------------
     def cover(self, mailbox: str, kind: str, status: str, reason: str, items: int) -> None:
@@ -380,6 +382,7 @@ class _Collector:
          add_address, add_name, add_attachments) = (c.append for c in stream.columns["messages"])
         add_rid, add_kind, add_raddress, add_rname = (
             c.append for c in stream.columns["recipients"])
+        seen = self.seen_ids.setdefault(stream.mailbox_id, set())
         for item in page.value:
             if item.removed is not None:
                 continue
@@ -387,6 +390,9 @@ class _Collector:
             if not message_id:
                 self.skip(stream, "a message without an id")
                 continue
+            if message_id in seen:
+                self.repeated_ids = True
+            seen.add(message_id)
             for kind, listed in (("to", item.toRecipients), ("cc", item.ccRecipients),
                                  ("bcc", item.bccRecipients)):
                 for recipient in listed or ():
@@ -462,7 +468,8 @@ class _Collector:
         if reply.status == 200:
             stream.attempts = 0
             if stream.delta:
-                page, dropped = wire.message_page(reply.raw or b"null")
+                page, dropped = ((reply.page, []) if reply.page is not None
+                                 else wire.message_page(reply.raw or b"null"))
                 self.take_messages(stream, page, dropped)
                 next_link, delta_link = page.next_link, page.delta_link
             else:
@@ -535,19 +542,14 @@ class _Collector:
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 picked = active.pop(task)
-                # one batch is decoded once, turned into rows and freed with the cyclic
-                # garbage collector paused (see gc_paused: 3-9x the decoding time otherwise)
-                with gc_paused():
-                    for stream, delay in zip(picked, self.handle_batch(task, picked),
-                                             strict=True):
-                        in_flight[stream.mailbox_id] -= 1
-                        if delay is None:
-                            continue
-                        if delay <= 0:
-                            ready.append(stream)
-                        else:
-                            heapq.heappush(waiting,
-                                           (time.monotonic() + delay, next(order), stream))
+                for stream, delay in zip(picked, self.handle_batch(task, picked), strict=True):
+                    in_flight[stream.mailbox_id] -= 1
+                    if delay is None:
+                        continue
+                    if delay <= 0:
+                        ready.append(stream)
+                    else:
+                        heapq.heappush(waiting, (time.monotonic() + delay, next(order), stream))
 
     def handle_batch(self, task: asyncio.Task[httpx.Response],
                      picked: list[_Stream]) -> list[float | None]:
@@ -560,8 +562,29 @@ class _Collector:
             # transport errors outlived the request's retries: these streams retry
             # on their own count and end uncovered, rather than ending the whole run
             return [self.handle(stream, BatchReply(503, {}, None)) for stream in picked]
-        return [self.handle(stream, reply)
-                for stream, reply in zip(picked, batch_replies(response, len(picked)), strict=True)]
+        replies = batch_replies(response, len(picked), messages=all(s.delta for s in picked))
+        return [self.handle(stream, reply) for stream, reply in zip(picked, replies, strict=True)]
+
+    # ---- tables ---------------------------------------------------------------------------
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every collected table, from the rows and columns the streams kept."""
+        if self.request.forwarding_export is not None:
+            exported = read_forwarding_export(self.request.forwarding_export)
+            self.rows["mailbox_forwarding"].extend(exported)
+            self.cover("", "forwardingExport", "ok", "", len(exported))
+        frames = {name: _frame(name, rows) for name, rows in self.rows.items()
+                  if name not in COLUMNWISE}
+        for name, columns in self.columns.items():
+            for row in self.rows[name]:  # rows from take_item, if any
+                for column, value in zip(columns, row, strict=True):
+                    column.append(value)
+            frames[name] = _table(name, columns)
+        if self.repeated_ids:  # a delta round may list a message again: its last state wins
+            frames["messages"] = frames["messages"].drop_duplicates(
+                ["mailbox_id", "message_id"], keep="last", ignore_index=True)
+        frames["chats"] = frames["chats"].drop_duplicates("chat_id", ignore_index=True)
+        frames["chat_members"] = frames["chat_members"].drop_duplicates(ignore_index=True)
+        return frames
 
     # ---- audit log ---------------------------------------------------------------------
     async def read_audit(self) -> None:
@@ -603,14 +626,15 @@ class _Collector:
     async def run(self) -> None:
         users = (await asyncio.gather(self.read_users(), self.read_skus(),
                                       self.read_edu_roles(), self.read_groups()))[0]
-        streams: list[_Stream] = []
-        for user in users:
-            upn, user_id = user.get("userPrincipalName") or "", user.get("id", "")
-            streams.extend(self.mail_stream(upn, user_id, f) for f in self.request.folders)
-            if self.request.include_rules:
-                streams.append(self.rules_stream(upn, user_id))
-            if self.request.include_chats:
-                streams.append(self.chats_stream(upn, user_id))
+        # kind by kind, so that a $batch mostly holds one kind (mail pages decode typed in
+        # one pass, see batch_replies)
+        mailboxes = [(user.get("userPrincipalName") or "", user.get("id", "")) for user in users]
+        streams = [self.mail_stream(upn, user_id, folder) for upn, user_id in mailboxes
+                   for folder in self.request.folders]
+        if self.request.include_rules:
+            streams.extend(self.rules_stream(upn, user_id) for upn, user_id in mailboxes)
+        if self.request.include_chats:
+            streams.extend(self.chats_stream(upn, user_id) for upn, user_id in mailboxes)
         if self.request.include_audit:
             await asyncio.gather(self.run_streams(streams), self.read_audit())
         else:
@@ -686,6 +710,8 @@ def _table(name: str, columns: list[list[Any]]) -> pd.DataFrame:
                 data[col] = pd.arrays.ArrowStringArray(pa.array(values, type=pa.string()))
             elif dtype == tables.BOOL:
                 data[col] = pd.arrays.ArrowExtensionArray(pa.array(values, type=pa.bool_()))
+            elif dtype == tables.TS:
+                data[col] = _timestamps(values)
             else:
                 data[col] = values
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -694,27 +720,24 @@ def _table(name: str, columns: list[list[Any]]) -> pd.DataFrame:
     return tables.conform(name, pd.DataFrame(data, copy=False))
 
 
+def _timestamps(values: list[Any]) -> Any:
+    """Graph's ISO 8601 UTC timestamps, parsed by Arrow (~10x pandas' parser); anything else
+    (a time without its zone, a value that is not text) is left to `tables.conform`."""
+    try:
+        parsed = pa.array(values, type=pa.string()).cast(pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return values
+    return pd.arrays.ArrowExtensionArray(parsed)
+
+
 def collect(session: GraphSession, request: CollectRequest,
             progress: ProgressSink | None = None) -> CollectResult:
     """Read everything one night needs; failures of single mailboxes land in coverage."""
     collector = _Collector(session, request, progress)
     before, batches_before = session.counter.http_requests, session.counter.batches
-    session.run(collector.run())
-    if request.forwarding_export is not None:
-        exported = read_forwarding_export(request.forwarding_export)
-        collector.rows["mailbox_forwarding"].extend(exported)
-        collector.cover("", "forwardingExport", "ok", "", len(exported))
-    frames = {name: _frame(name, rows) for name, rows in collector.rows.items()
-              if name not in COLUMNWISE}
-    for name, columns in collector.columns.items():
-        for row in collector.rows[name]:  # rows from take_item, if any
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        frames[name] = _table(name, columns)
-    frames["messages"] = frames["messages"].drop_duplicates(
-        ["mailbox_id", "message_id"], keep="last", ignore_index=True)
-    frames["chats"] = frames["chats"].drop_duplicates("chat_id", ignore_index=True)
-    frames["chat_members"] = frames["chat_members"].drop_duplicates(ignore_index=True)
+    with gc_paused():
+        session.run(collector.run())
+        frames = collector.tables()
     return CollectResult(
         collected=tables.Collected(**frames),
         delta_links=collector.delta_links,
@@ -724,3 +747,4 @@ def collect(session: GraphSession, request: CollectRequest,
         skipped=collector.skipped,
         round_trips=collector.round_trips,
     )
+

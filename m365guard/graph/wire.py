@@ -18,16 +18,17 @@ import msgspec
 import orjson
 
 
-class EmailAddress(msgspec.Struct):
+# gc=False: these hold no reference cycles, so the collector need not track millions of them
+class EmailAddress(msgspec.Struct, gc=False):
     name: str | None = None
     address: str | None = None
 
 
-class Recipient(msgspec.Struct):
+class Recipient(msgspec.Struct, gc=False):
     emailAddress: EmailAddress | None = None  # Graph spells its fields in camelCase
 
 
-class Message(msgspec.Struct, rename={"sender": "from", "removed": "@removed"}):
+class Message(msgspec.Struct, gc=False, rename={"sender": "from", "removed": "@removed"}):
     """A message's metadata as selected by the collector (collect.MESSAGE_FIELDS); a delta
     page lists deleted messages as an id with `@removed`."""
 
@@ -45,11 +46,19 @@ class Message(msgspec.Struct, rename={"sender": "from", "removed": "@removed"}):
     removed: dict[str, Any] | None = None
 
 
+class ErrorDetail(msgspec.Struct, gc=False):
+    code: str | None = None
+    message: str | None = None
+
+
 class MessagePage(msgspec.Struct, rename={"next_link": "@odata.nextLink",
                                           "delta_link": "@odata.deltaLink"}):
+    """A page of a message delta round; a failed request's body has only `error`."""
+
     value: list[Message] = msgspec.field(default_factory=list)
     next_link: str | None = None
     delta_link: str | None = None
+    error: ErrorDetail | None = None
 
 
 class BatchItem(msgspec.Struct):
@@ -65,7 +74,21 @@ class BatchResponse(msgspec.Struct):
     responses: list[BatchItem] = msgspec.field(default_factory=list)
 
 
+class MessageBatchItem(msgspec.Struct):
+    id: str
+    status: int
+    headers: dict[str, Any] | None = None
+    body: MessagePage | None = None
+
+
+class MessageBatchResponse(msgspec.Struct):
+    """A `$batch` response whose items all read message pages: typed in one pass."""
+
+    responses: list[MessageBatchItem] = msgspec.field(default_factory=list)
+
+
 _BATCH = msgspec.json.Decoder(BatchResponse)
+_MESSAGE_BATCH = msgspec.json.Decoder(MessageBatchResponse)
 _MESSAGE_PAGE = msgspec.json.Decoder(MessagePage)
 
 DecodeFailure = (msgspec.DecodeError, msgspec.ValidationError)
@@ -74,6 +97,12 @@ DecodeFailure = (msgspec.DecodeError, msgspec.ValidationError)
 def batch_items(content: bytes) -> list[BatchItem]:
     """The items of a `$batch` response body; raises one of `DecodeFailure` if it is not one."""
     return _BATCH.decode(content).responses
+
+
+def message_batch_items(content: bytes) -> list[MessageBatchItem]:
+    """The items of a `$batch` of message pages, bodies typed; raises one of `DecodeFailure`
+    if any part is not in Graph's schema (then read it with `batch_items` and `message_page`)."""
+    return _MESSAGE_BATCH.decode(content).responses
 
 
 def message_page(raw: bytes | msgspec.Raw) -> tuple[MessagePage, list[str]]:
