@@ -37,6 +37,9 @@ COMPLETE_STATUSES = READ_IN_FULL | {"no_mailbox"}
 # retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
 # the Exchange export ([collect] exchange_forwarding_export).
 AUDIT_LOOKBACK = timedelta(days=180)
+# how far back a user found without an Exchange mailbox is remembered (they are asked again
+# weekly: collect.NO_MAILBOX_RECHECK)
+WITHOUT_MAILBOX_MEMORY = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> Col
         until=now,
         audit_since=now - AUDIT_LOOKBACK,
         delta_links=db.delta_links(),
+        without_mailbox=db.without_mailbox(now - WITHOUT_MAILBOX_MEMORY),
         folders=tuple(policy.collect.folders),
         group_names=tuple(dict.fromkeys(
             [*people.pupil_groups, *people.staff_groups, *people.governor_groups])),

@@ -30,7 +30,7 @@ import pandas as pd
 from pandas.api.types import pandas_dtype
 
 from m365guard.errors import ExitCode, GuardError
-from m365guard.tables import BOOL, INT, READ_IN_FULL, SCHEMAS, STR, TS, conform
+from m365guard.tables import BOOL, INT, NOT_ASKED, READ_IN_FULL, SCHEMAS, STR, TS, conform
 
 RunOutcome = Literal["running", "complete", "partial", "failed"]
 FindingStatus = Literal["open", "resolved", "acknowledged"]
@@ -453,6 +453,21 @@ class StateDB:
             (_json_list(sorted(set(run_ids))),),
         ).fetchall()
         return _frame(rows, {"run_id": INT, **SCHEMAS["coverage"]})
+
+    def without_mailbox(self, since: datetime) -> dict[str, datetime]:
+        """Users whose latest check of their mail (in runs started since `since`) found no
+        Exchange mailbox, with when that run started."""
+        rows = self._conn.execute(
+            "SELECT c.mailbox, c.status, r.started_at FROM coverage c"
+            " JOIN runs r ON r.id = c.run_id"
+            " WHERE r.started_at >= ? AND c.folder IN ('sentitems', 'inbox')"
+            " AND c.status IN ('ok', 'resynced', 'no_mailbox') AND c.reason NOT LIKE ?"
+            " ORDER BY r.started_at, r.id",
+            (iso(since), NOT_ASKED + "%"),
+        ).fetchall()
+        latest = {row["mailbox"]: row for row in rows}
+        return {mailbox: datetime.fromisoformat(row["started_at"])
+                for mailbox, row in latest.items() if row["status"] == "no_mailbox"}
 
     # -- delta links --------------------------------------------------------------------------
 

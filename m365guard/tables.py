@@ -187,6 +187,9 @@ SCHEMAS["coverage"] = {
 
 # Coverage statuses meaning "this source was read in full": only these may resolve a finding.
 READ_IN_FULL = frozenset({"ok", "resynced"})
+# How a coverage reason starts when the collector did not ask Graph tonight (a user found
+# without an Exchange mailbox recently is checked again weekly, not nightly).
+NOT_ASKED = "not asked tonight"
 
 COLLECTED = (
     "users",

@@ -17,7 +17,7 @@ import pytest
 
 from m365guard.errors import ExitCode, GuardError
 from m365guard.state import StateDB, build_inventory, empty_inventory
-from m365guard.tables import empty, make_table
+from m365guard.tables import NOT_ASKED, empty, make_table
 
 T0 = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
 MAILBOX = "j.smith@school.example"
@@ -338,3 +338,17 @@ def test_findings_between_covers_activity_and_open_carry_over(db: StateDB) -> No
     assert set(db.findings_between(night(3), night(4))["finding_id"]) == {"bcc-1", rule_id}
     assert db.findings_between(night(6), night(7))["finding_id"].tolist() == ["bcc-1"]
     assert db.findings_between(night(0), night(1))["finding_id"].tolist() == []
+
+
+def test_users_without_a_mailbox_are_remembered_by_their_latest_check(db: StateDB) -> None:
+    service, leaver = "scanner@school.example", "leaver@school.example"
+    run_night(db, 1, [], coverage((service, "sentitems", "no_mailbox"),
+                                  (leaver, "sentitems", "ok"), (MAILBOX, "sentitems", "ok")))
+    not_asked = make_table("coverage", [
+        {"mailbox": service, "folder": "sentitems", "status": "no_mailbox",
+         "reason": f"{NOT_ASKED}: no Exchange mailbox on 2024-11-01", "items": 0}])
+    run_night(db, 2, [], pd.concat([not_asked, coverage((leaver, "sentitems", "no_mailbox"))]))
+    assert db.without_mailbox(night(0)) == {service: night(1), leaver: night(2)}
+    assert db.without_mailbox(night(2)) == {leaver: night(2)}  # older checks are forgotten
+    run_night(db, 3, [], coverage((service, "inbox", "ok")))  # it has a mailbox now
+    assert db.without_mailbox(night(0)) == {leaver: night(2)}

@@ -14,7 +14,7 @@ from m365guard.emulator import synth
 from m365guard.emulator.faults import FaultConfig
 from m365guard.emulator.identity import LEAST_PRIVILEGE_ROLES
 from m365guard.emulator.server import RunningEmulator, start_in_thread
-from m365guard.emulator.state import Tenant
+from m365guard.emulator.state import Folder, Mailbox, Tenant, folder_id_for
 from m365guard.emulator.truth import expected_tables
 from m365guard.graph.client import open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect
@@ -85,6 +85,52 @@ def test_certificate_delta_second_night_and_request_budget(
     users = len(school.tenant["users"])
     assert third.batch_requests == math.ceil(2 * users / 20)  # 20 delta calls per $batch
     assert third.batch_requests / users <= 0.11
+
+
+def test_users_without_a_mailbox_are_asked_weekly_and_lose_no_mail(
+        emulator: RunningEmulator, school: synth.SyntheticSchool) -> None:
+    mail_only = {"include_rules": False, "include_chats": False, "include_audit": False}
+    first_now = clock(school)
+    first = night(emulator, school, first_now - dt.timedelta(days=30), **mail_only)
+    coverage = first.collected["coverage"]
+    without = sorted(set(coverage[coverage["status"] == "no_mailbox"]["mailbox"]))
+    assert without, "the school has accounts without an Exchange mailbox"
+
+    # a quiet night: those users are not asked, and coverage says so
+    quiet = night(emulator, school, first_now, first.delta_links, until=first_now,
+                  without_mailbox=dict.fromkeys(without, first_now), **mail_only)
+    users = len(school.tenant["users"])
+    assert quiet.batch_requests == math.ceil(2 * (users - len(without)) / 20)
+    assert quiet.batch_requests / users <= 0.1
+    skipped = quiet.collected["coverage"].query("mailbox in @without")
+    assert set(skipped["status"]) == {"no_mailbox"}
+    assert skipped["reason"].str.startswith(tables.NOT_ASKED).all()
+
+    # one of them gets a mailbox and sends mail before the weekly check: it is still read
+    upn = without[0]
+    user_id = next(u["id"] for u in school.tenant["users"] if u["userPrincipalName"] == upn)
+    sent_at = first_now + dt.timedelta(days=2)
+    stamp = sent_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = {"id": "AAMkNEWMAILBOX1", "internetMessageId": "<new1@example>",
+               "conversationId": "AAQkNEW1", "subject": "Hello from my new mailbox",
+               "sentDateTime": stamp, "receivedDateTime": stamp, "hasAttachments": False,
+               "from": {"emailAddress": {"name": "New", "address": upn}},
+               "toRecipients": [{"emailAddress": {"name": "P", "address": "p@gmail.com"}}],
+               "ccRecipients": [], "bccRecipients": []}
+    tenant = emulator.tenant
+    tenant.has_mailbox[user_id] = True
+    tenant.mailboxes[user_id] = Mailbox(user_id, {
+        name: Folder(folder_id_for(user_id, name), name, [message] if name == "sentitems" else [])
+        for name in ("sentitems", "inbox")}, [], {})
+    week_later = first_now + dt.timedelta(days=8)
+    tenant.advance_to(week_later)
+    asked = night(emulator, school, week_later - dt.timedelta(days=1), quiet.delta_links,
+                  until=week_later, without_mailbox=dict.fromkeys(without, first_now),
+                  **mail_only)
+    theirs = asked.collected["messages"].query("mailbox == @upn")
+    assert list(theirs["message_id"]) == ["AAMkNEWMAILBOX1"]
+    mine = asked.collected["coverage"].query("mailbox == @upn")
+    assert set(mine["status"]) == {"ok"}
 
 
 def test_expired_delta_link_resyncs_the_folder(emulator: RunningEmulator,

@@ -206,7 +206,8 @@ def test_least_privilege_and_never_a_body(tmp_path: Path, school: synth.Syntheti
     # the exact first URL of every mail stream, built by the collector with the real SDK
     with open_session(site.conn()) as session:
         collector = _Collector(session, CollectRequest(since=outcome.run.started_at), None)
-        urls = [collector.mail_stream("x@y", "u1", folder).url for folder in ("sentitems", "inbox")]
+        urls = [collector.mail_stream("x@y", "u1", folder, outcome.run.started_at).url
+                for folder in ("sentitems", "inbox")]
     for url in urls:
         select = parse_qs(urlsplit(url).query).get("$select", [""])[0].lower().split(",")
         assert "subject" in select and "torecipients" in select, url
