@@ -144,6 +144,16 @@ class _MsalTokenProvider(AccessTokenProvider):
         return self._validator
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it exists (Linux, macOS): its TLS and socket handling in C take ~10% off
+    a large night's CPU; asyncio's own loop elsewhere (Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def tls_context(conn: ConnectionSettings) -> ssl.SSLContext:
     """Verification always on; an explicit CA bundle replaces the system store."""
     if conn.ca_bundle is not None:
@@ -179,7 +189,7 @@ class GraphSession:
         # benchmark uses it to time orjson on exactly these bytes. None: no cost.
         self.on_body: Callable[[bytes], None] | None = None
         self.base_url = f"{conn.graph_endpoint}/v1.0"
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         # httpx's API (which the SDK's middleware wraps) over aiohttp's C HTTP parser: reading
         # a night's ~220 MB costs about 2.4x less CPU than httpx's own pure-Python stack.
         # Hosts behind HTTPS_PROXY go through httpx's own proxy transport.
