@@ -600,10 +600,11 @@ class _Collector:
         frames = {name: _frame(name, rows) for name, rows in self.rows.items()
                   if name not in COLUMNWISE}
         for name, columns in self.columns.items():
-            for row in self.rows[name]:  # rows from take_item, if any
-                for column, value in zip(columns, row, strict=True):
-                    column.append(value)
             frames[name] = _table(name, columns)
+        # the tables hold copies: let the big lists go before the garbage collector is back
+        # (it would walk every element of them once more)
+        self.columns.clear()
+        self.seen_ids.clear()
         if self.repeated_ids:  # a delta round may list a message again: its last state wins
             frames["messages"] = frames["messages"].drop_duplicates(
                 ["mailbox_id", "message_id"], keep="last", ignore_index=True)
