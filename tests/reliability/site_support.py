@@ -157,11 +157,33 @@ class Site:
                 ) -> subprocess.CompletedProcess[str]:
         return self.cli("nightly", "--config", str(self.config), "--verbose", *extra, env=env)
 
-    def popen_nightly(self) -> subprocess.Popen[str]:
+    def popen_nightly(self, *, kill_at_log: str = "") -> subprocess.Popen[str]:
+        """Start `m365guard nightly`; with `kill_at_log`, the process SIGKILLs itself right
+        after logging a message that matches that regular expression (a crash at an exact
+        point, where a kill sent from outside could arrive after the next step)."""
+        command = [str(CLI)] if not kill_at_log else [sys.executable, "-c", _KILL_AT_LOG]
+        env = {**self.env, "CRASH_TEST_KILL_AT": kill_at_log} if kill_at_log else self.env
         return subprocess.Popen(
-            [str(CLI), "nightly", "--config", str(self.config), "--verbose"],
-            env=process_env(self.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            [*command, "nightly", "--config", str(self.config), "--verbose"],
+            env=process_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# The CLI, but every log record that matches $CRASH_TEST_KILL_AT ends the process with SIGKILL
+# once it has been handled (written to stderr).
+_KILL_AT_LOG = """
+import logging, os, re, signal, sys
+from m365guard.cli.main import run
+pattern = re.compile(os.environ["CRASH_TEST_KILL_AT"])
+handle = logging.Logger.handle
+def handle_then_kill(self, record):
+    handle(self, record)
+    if pattern.search(record.getMessage()):
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+logging.Logger.handle = handle_then_kill
+sys.argv[0] = "m365guard"
+run()
+"""
 
 
 def process_env(extra: Mapping[str, str]) -> dict[str, str]:

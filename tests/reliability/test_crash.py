@@ -65,7 +65,8 @@ def _matches(point: Point, line: str) -> bool:
 def kill_at(site: Site, emulator: RunningEmulator, point: Point) -> list[str]:
     """Start the nightly CLI, SIGKILL it at `point`, return the stderr lines seen."""
     start = emulator.stats.per_route["POST /$batch"]
-    process = site.popen_nightly()
+    exact = bool(point.line) and "@" not in point.line  # the process kills itself there
+    process = site.popen_nightly(kill_at_log=point.line if exact else "")
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -94,7 +95,8 @@ def kill_at(site: Site, emulator: RunningEmulator, point: Point) -> list[str]:
                 break
         else:
             pytest.fail(f"{point.name} never came: {seen[-5:]}")
-        os.kill(process.pid, signal.SIGKILL)
+        if not exact:
+            os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=30)
         assert process.stdout is not None and process.stderr is not None
