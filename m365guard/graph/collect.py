@@ -96,7 +96,10 @@ class CollectRequest:
     audit_since: dt.datetime | None = None  # audit window start; None = since
     until: dt.datetime | None = None  # audit window end; None = now
     page_size: int = 250
-    max_batches_in_flight: int = 6
+    # $batch POSTs at once: each waits a round trip, so few in flight leave the client idle
+    # (medium school, 20 ms latency: 1.0 s with 16 against 1.4 s with 6); Graph limits
+    # concurrency per mailbox (PER_MAILBOX_IN_FLIGHT), not per app
+    max_batches_in_flight: int = 16
     audit_poll_seconds: float = 0.5  # first wait; doubles up to a minute
     audit_timeout_seconds: float = 1800.0
 
