@@ -1,6 +1,8 @@
 """Benchmark the collector against `m365guard emulator serve` in a subprocess (with latency).
 
-Prints, measured in one run: wall time, CPU per message, peak memory, HTTP requests per mailbox,
+Prints, measured in one run: wall time (the best of three timed full reads, each with a fresh
+session; the decode bound below is likewise a best of three), CPU per message, peak memory,
+HTTP requests per mailbox,
 the emulator's CPU share; the ratio to the idiomatic msgraph-sdk approach (model objects,
 nextLink loop, one request at a time; measured on a subset of mailboxes and scaled); the ratio
 to the bound; then a second night with no new mail (requests per mailbox, mail alone and with
@@ -36,6 +38,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,13 +52,15 @@ from m365guard.graph.collect import (
     MESSAGE_FIELDS,
     PER_MAILBOX_IN_FLIGHT,
     CollectRequest,
+    CollectResult,
     collect,
     open_session,
 )
-from m365guard.graph.settings import TenantSection, resolve_connection
+from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 
 PAGE_SIZE = 250
 SUBSET = 8
+TIMED_READS = 3
 
 
 def start_emulator(size: str, seed: int, latency_ms: float, workdir: Path) -> tuple[
@@ -122,6 +127,28 @@ def decode_seconds(path: Path) -> float:
     return best
 
 
+@dataclass
+class TimedRead:
+    wall: float
+    cpu: float  # this process
+    emulator_cpu: float
+    bytes_received: int
+    result: CollectResult
+
+
+def timed_read(conn: ConnectionSettings, request: CollectRequest,
+               emulator: psutil.Process) -> TimedRead:
+    """One full read of the tenant with a fresh session, timed (the session's setup is not)."""
+    with open_session(conn) as session:
+        emu_cpu0, cpu0 = sum(emulator.cpu_times()[:2]), time.process_time()
+        wall0 = time.perf_counter()
+        result = collect(session, request)
+        wall = time.perf_counter() - wall0
+        return TimedRead(wall, time.process_time() - cpu0,
+                         sum(emulator.cpu_times()[:2]) - emu_cpu0,
+                         session.counter.bytes_received, result)
+
+
 def latency_chain(round_trips: dict[tuple[str, str], int], users: int) -> tuple[int, int]:
     """(directory round trips, slowest mailbox's round trips) that cannot overlap."""
     per_mailbox: dict[str, list[int]] = defaultdict(list)
@@ -164,18 +191,25 @@ def main() -> None:
                 warmup.on_body = keep_bodies(bodies)
                 collect(warmup, request)
                 bytes_warmup = warmup.counter.bytes_received
-            with open_session(conn) as session:
-                emu_cpu0, cpu0 = sum(emu_proc.cpu_times()[:2]), time.process_time()
-                wall0 = time.perf_counter()
-                first = collect(session, request)
-                wall = time.perf_counter() - wall0
-                cpu = time.process_time() - cpu0
-                emu_cpu = sum(emu_proc.cpu_times()[:2]) - emu_cpu0
-                bytes_first = session.counter.bytes_received
+            # one collection's peak (the timed reads below keep their best result alive)
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            # the timed read, best of TIMED_READS (each with a fresh session and connections),
+            # as the decode bound is the best of its passes: this machine is shared and noisy
+            walls: list[float] = []
+            best: TimedRead | None = None
+            for _ in range(TIMED_READS):
+                read = timed_read(conn, request, emu_proc)
                 # the same pages; only how streams share $batch envelopes varies with timing
-                if abs(bytes_first - bytes_warmup) > 0.01 * bytes_warmup:
-                    raise SystemExit(f"the timed read got {bytes_first} bytes, the first read"
+                if abs(read.bytes_received - bytes_warmup) > 0.01 * bytes_warmup:
+                    raise SystemExit(f"a timed read got {read.bytes_received} bytes, the first"
                                      f" {bytes_warmup}: the bound would not be for these bytes")
+                walls.append(read.wall)
+                best = read if best is None or read.wall < best.wall else best
+                del read
+            assert best is not None
+            wall, cpu, emu_cpu, first = best.wall, best.cpu, best.emulator_cpu, best.result
+            bytes_first = best.bytes_received
+            with open_session(conn) as session:
                 messages = len(first.collected["messages"])
                 users = first.collected["users"]
                 mailboxes = len(users)
@@ -209,12 +243,12 @@ def main() -> None:
         finally:
             emulator.terminate()
             emulator.wait(30)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"school {args.size}: {mailboxes} mailboxes, {messages} messages, "
           f"latency {args.latency_ms:.0f} ms")
-    print(f"wall time            {wall:.2f} s")
+    print(f"wall time            {wall:.2f} s (best of {TIMED_READS} timed reads: "
+          f"{', '.join(f'{w:.2f}' for w in walls)} s)")
     print(f"CPU per message      {cpu / max(messages, 1) * 1e6:.1f} us")
-    print(f"peak memory          {peak_mb:.0f} MB")
+    print(f"peak memory          {peak_mb:.0f} MB (the first, untimed read)")
     print(f"HTTP requests/mailbox {first.requests / mailboxes:.3f} ({first.requests} requests)")
     print(f"emulator CPU share   {emu_cpu / wall:.0%} of one core")
     print(f"idiomatic SDK        {idiomatic_scaled:.1f} s scaled from {len(subset)} mailboxes "
