@@ -50,10 +50,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "folder": STR,  # "sentitems" | "inbox"
         "message_id": STR,
         "internet_message_id": STR,
-        "conversation_id": STR,
         "subject": STR,
         "sent_at": TS,
-        "received_at": TS,
         "from_address": STR,
         "from_name": STR,
         "has_attachments": BOOL,

@@ -61,7 +61,7 @@ __all__ = ["CollectRequest", "CollectResult", "GraphSession", "collect", "open_s
 log = logging.getLogger(__name__)
 
 MESSAGE_FIELDS = (
-    "id", "internetMessageId", "conversationId", "subject", "sentDateTime", "receivedDateTime",
+    "id", "internetMessageId", "subject", "sentDateTime",
     "from", "toRecipients", "ccRecipients", "bccRecipients", "hasAttachments",
 )
 USER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled",
@@ -385,8 +385,8 @@ class _Collector:
         if not stream.columns:
             stream.columns["messages"] = [[] for _ in range(len(MESSAGE_COLUMNS) - 3)]
             stream.columns["recipients"] = [[] for _ in tables.SCHEMAS["recipients"]]
-        (add_id, add_internet_id, add_conversation, add_subject, add_sent, add_received,
-         add_address, add_name, add_attachments) = (c.append for c in stream.columns["messages"])
+        (add_id, add_internet_id, add_subject, add_sent, add_address, add_name,
+         add_attachments) = (c.append for c in stream.columns["messages"])
         add_rid, add_kind, add_raddress, add_rname = (
             c.append for c in stream.columns["recipients"])
         seen = self.seen_ids.setdefault(stream.mailbox_id, set())
@@ -412,10 +412,8 @@ class _Collector:
             email = item.sender.emailAddress if item.sender is not None else None
             add_id(message_id)
             add_internet_id(item.internetMessageId or "")
-            add_conversation(item.conversationId or "")
             add_subject(item.subject or "")
             add_sent(item.sentDateTime)
-            add_received(item.receivedDateTime)
             add_address(email.address or "" if email is not None else "")
             add_name(email.name or "" if email is not None else "")
             add_attachments(item.hasAttachments is True)

@@ -34,10 +34,8 @@ class Message(msgspec.Struct, gc=False, rename={"sender": "from", "removed": "@r
 
     id: str | None = None
     internetMessageId: str | None = None
-    conversationId: str | None = None
     subject: str | None = None
     sentDateTime: str | None = None
-    receivedDateTime: str | None = None
     sender: Recipient | None = None
     toRecipients: list[Recipient | None] | None = None
     ccRecipients: list[Recipient | None] | None = None

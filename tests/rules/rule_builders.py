@@ -74,9 +74,8 @@ class Mail:
         message_id = f"msg-{number}"
         self.messages.append({
             "mailbox_id": uid(mailbox), "mailbox": mailbox, "folder": folder,
-            "message_id": message_id, "internet_message_id": imid, "conversation_id": "c",
-            "subject": subject, "sent_at": "2024-01-15T10:00:00Z",
-            "received_at": "2024-01-15T10:00:01Z", "from_address": sender[0],
+            "message_id": message_id, "internet_message_id": imid,
+            "subject": subject, "sent_at": "2024-01-15T10:00:00Z", "from_address": sender[0],
             "from_name": sender[1], "has_attachments": attachments,
         })
         for kind, people in (("to", to), ("cc", cc), ("bcc", bcc)):
