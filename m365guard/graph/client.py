@@ -1,11 +1,12 @@
 """The Graph transport: msgraph-sdk builds and authenticates requests, we send them and keep bytes.
 
-`GraphSession` owns one event loop, one httpx.AsyncClient (our CA bundle, timeouts, proxies from
-the environment) wrapped in msgraph-sdk's middleware pipeline, and a `GraphServiceClient` whose
-base URL is set on the request adapter (setting it on the client gives `.../v1.0//users`).
-Request builders produce `RequestInformation`; `send` turns one into an authenticated httpx
-request through the adapter and returns the raw response, so bulk pages are decoded with orjson
-instead of kiota's model parsing (~440x slower here).
+`GraphSession` owns one event loop (uvloop where available), one httpx.AsyncClient on an aiohttp
+transport (our CA bundle, timeouts, proxies from the environment) wrapped in msgraph-sdk's
+middleware pipeline, and a `GraphServiceClient` whose base URL is set on the request adapter
+(setting it on the client gives `.../v1.0//users`). Request builders produce
+`RequestInformation`; `send` turns one into an authenticated httpx request through the adapter
+and returns the raw response, so bulk pages are decoded with msgspec (wire.py) or orjson instead
+of kiota's model parsing (~440x slower here).
 
 The SDK's own retry handler is switched off: it cannot parse fractional Retry-After values and
 never retries throttled `$batch` items. `send` retries whole requests (429/500/502/503/504 and
