@@ -17,11 +17,9 @@ $batch item's own status so the caller can retry items after their own Retry-Aft
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import ssl
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import TracebackType
@@ -322,41 +320,14 @@ def batch_replies(response: httpx.Response, count: int, *, messages: bool = Fals
         reply = BatchReply(response.status_code, dict(response.headers), response.content)
         return [reply] * count
     replies: list[BatchReply | None] = [None] * count
-    try:
-        typed = wire.message_batch_items(response.content) if messages else None
-    except wire.DecodeFailure:
-        typed = None  # not all in Graph's schema: item by item below
-    try:
-        if typed is not None:
-            for item in typed:
-                if item.id.isdigit() and int(item.id) < count:
-                    replies[int(item.id)] = BatchReply(
-                        item.status, item.headers or {}, None, item.body or wire.MessagePage())
-        else:
-            for raw in wire.batch_items(response.content):
-                if raw.id.isdigit() and int(raw.id) < count:
-                    replies[int(raw.id)] = BatchReply(raw.status, raw.headers or {}, raw.body)
-    except wire.DecodeFailure:
-        pass
+    for item in wire.batch_items(response.content, messages=messages):
+        if item.id.isdigit() and int(item.id) < count:
+            body = item.body
+            replies[int(item.id)] = BatchReply(
+                item.status, item.headers or {}, body if isinstance(body, msgspec.Raw) else None,
+                body if isinstance(body, wire.MessagePage) else None)
     missing = BatchReply(502, {}, None)
     return [reply or missing for reply in replies]
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a night is collected. Collecting makes
-    millions of short-lived objects (decoded pages) and long column lists, but no cycles
-    worth finding: with the collector on, every generation-0 threshold crossed rescans them
-    (3-9x orjson's decoding time per page when measured). Cycles made meanwhile (say, by a
-    failed request's traceback) are freed once it is back on."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def error_code(body: Any) -> tuple[str, str]:

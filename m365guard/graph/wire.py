@@ -92,15 +92,20 @@ _MESSAGE_PAGE = msgspec.json.Decoder(MessagePage)
 DecodeFailure = (msgspec.DecodeError, msgspec.ValidationError)
 
 
-def batch_items(content: bytes) -> list[BatchItem]:
-    """The items of a `$batch` response body; raises one of `DecodeFailure` if it is not one."""
-    return _BATCH.decode(content).responses
-
-
-def message_batch_items(content: bytes) -> list[MessageBatchItem]:
-    """The items of a `$batch` of message pages, bodies typed; raises one of `DecodeFailure`
-    if any part is not in Graph's schema (then read it with `batch_items` and `message_page`)."""
-    return _MESSAGE_BATCH.decode(content).responses
+def batch_items(content: bytes, *, messages: bool = False
+                ) -> list[BatchItem] | list[MessageBatchItem]:
+    """The items of a `$batch` response body, none if it is not one. With `messages` (every
+    item read a page of messages) the pages are typed in the same pass, unless some part is
+    not in Graph's schema: then every body stays raw, for `message_page` to read one by one."""
+    if messages:
+        try:
+            return _MESSAGE_BATCH.decode(content).responses
+        except DecodeFailure:
+            pass
+    try:
+        return _BATCH.decode(content).responses
+    except DecodeFailure:
+        return []
 
 
 def message_page(raw: bytes | msgspec.Raw) -> tuple[MessagePage, list[str]]:
