@@ -5,8 +5,8 @@ transport (our CA bundle, timeouts, proxies from the environment) wrapped in msg
 middleware pipeline, and a `GraphServiceClient` whose base URL is set on the request adapter
 (setting it on the client gives `.../v1.0//users`). Request builders produce
 `RequestInformation`; `send` turns one into an authenticated httpx request through the adapter
-and returns the raw response, so bulk pages are decoded with msgspec (wire.py) or orjson instead
-of kiota's model parsing (~440x slower here).
+and returns the raw response, so bulk pages are decoded by Arrow or msgspec (wire.py) or orjson
+instead of kiota's model parsing (~440x slower here).
 
 The SDK's own retry handler is switched off: it cannot parse fractional Retry-After values and
 never retries throttled `$batch` items. `send` retries whole requests (429/500/502/503/504 and
@@ -30,6 +30,8 @@ import aiohttp
 import httpx
 import msgspec
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from httpx_aiohttp import AiohttpTransport
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -86,18 +88,16 @@ def parse_retry_after(value: str | None) -> float | None:
 @dataclass
 class BatchReply:
     """One item of a `$batch` response: its own status and headers, and its body either still
-    raw or, for a page of messages, already typed (see wire.py)."""
+    raw or, for a page of messages, already in its batch's tables (see `mail_replies`)."""
 
     status: int
     headers: Mapping[str, Any]
     raw: bytes | msgspec.Raw | None
-    page: wire.MessagePage | None = None
+    page: wire.MailPage | None = None
 
     @cached_property
     def body(self) -> Any:
         """The body decoded generically (None when absent or not JSON)."""
-        if self.page is not None and self.page.error is not None:
-            return {"error": msgspec.structs.asdict(self.page.error)}
         if not self.raw:
             return None
         try:
@@ -309,10 +309,8 @@ class GraphSession:
         return await self.send(info)
 
 
-def batch_replies(response: httpx.Response, count: int, *, messages: bool = False
-                  ) -> list[BatchReply]:
-    """The replies to a `$batch` of `count` items (ids "0".."count-1"), in order; with
-    `messages`, every item read a page of messages and the pages are typed in the same pass.
+def batch_replies(response: httpx.Response, count: int) -> list[BatchReply]:
+    """The replies to a `$batch` of `count` items (ids "0".."count-1"), in order, bodies raw.
     A failed outer request is every item's reply; a reply that is missing, or a response that
     is not a `$batch` response, reads as a 502 for the items it leaves without one, so they
     are retried."""
@@ -320,14 +318,54 @@ def batch_replies(response: httpx.Response, count: int, *, messages: bool = Fals
         reply = BatchReply(response.status_code, dict(response.headers), response.content)
         return [reply] * count
     replies: list[BatchReply | None] = [None] * count
-    for item in wire.batch_items(response.content, messages=messages):
-        if item.id.isdigit() and int(item.id) < count:
-            body = item.body
-            replies[int(item.id)] = BatchReply(
-                item.status, item.headers or {}, body if isinstance(body, msgspec.Raw) else None,
-                body if isinstance(body, wire.MessagePage) else None)
-    missing = BatchReply(502, {}, None)
-    return [reply or missing for reply in replies]
+    for item in wire.batch_items(response.content):
+        index = _item_index(item.id, count)
+        if index is not None:
+            replies[index] = BatchReply(item.status, item.headers or {}, item.body)
+    return [reply or _MISSING for reply in replies]
+
+
+def mail_replies(response: httpx.Response, streams: Sequence[int]
+                 ) -> tuple[list[BatchReply], pa.Table, pa.Table]:
+    """The replies to a `$batch` whose items each read a page of messages for the stream
+    numbered in `streams` (item i for streams[i]), as `batch_replies` gives them but with the
+    200s' pages in two tables, messages and recipients (wire.MESSAGE_ROWS, RECIPIENT_ROWS),
+    whose `stream` column says which stream a row is for (-1: a reply no item asked for, or
+    one replaced by a later reply with the same id). CPU-bound, mostly in Arrow: the collector
+    runs it on worker threads."""
+    count = len(streams)
+    replies: list[BatchReply | None] = [None] * count
+    batch = wire.read_mail_batch(response.content) if response.status_code == 200 else None
+    dropped: dict[str, list[str]] = {}
+    if batch is None or any(status != 200 for status in batch.statuses):
+        # an error, or pages not in Graph's schema: read raw, the pages one by one if need be
+        replies = list(batch_replies(response, count))
+        if batch is None:
+            items = wire.batch_items(response.content) if response.status_code == 200 else []
+            batch, dropped = wire.clean_mail_batch(items) if items else (wire.no_mail(), {})
+    owner = [-1] * len(batch.ids)  # the stream each response is for
+    taken: dict[int, int] = {}
+    for row, (item_id, page) in enumerate(zip(batch.ids, batch.pages, strict=True)):
+        index = _item_index(item_id, count)
+        if index is None or page is None:
+            continue
+        if index in taken:
+            owner[taken[index]] = -1
+        taken[index], owner[row] = row, streams[index]
+        page.dropped = dropped.get(str(item_id), [])
+        replies[index] = BatchReply(200, {}, None, page)
+    owners = pa.array(owner, pa.int64())
+    messages, recipients = (
+        table.set_column(0, "stream", pc.take(owners, table.column("response")))
+        for table in (batch.messages, batch.recipients))
+    return [reply or _MISSING for reply in replies], messages, recipients
+
+
+_MISSING = BatchReply(502, {}, None)
+
+
+def _item_index(item_id: str | None, count: int) -> int | None:
+    return int(item_id) if item_id and item_id.isdigit() and int(item_id) < count else None
 
 
 def error_code(body: Any) -> tuple[str, str]:

@@ -12,6 +12,9 @@ Public API (the nightly pipeline calls exactly this)::
 How: directory lists (users, skus, education roles, group members) are paged directly; the
 per-mailbox work (mail delta per folder, inbox rules, chats) is a set of *streams*, each a chain
 of GETs, sent 20 at a time through `$batch` with at most 4 in flight per mailbox and a global cap.
+Pages of mail are decoded into Arrow tables on worker threads (wire.py) while the event loop
+reads on; a stream keeps only its links and counts, and the tables keep the rows of the streams
+read in full.
 Throttled items wait for their own Retry-After (fractions too), failed mailboxes are recorded in
 coverage and the run goes on. Delta rounds follow nextLinks through empty pages and end only at
 the deltaLink; an expired delta link (410 / syncStateNotFound) means a full resync of that
@@ -28,18 +31,21 @@ import gc
 import heapq
 import itertools
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.security.audit_log_query import AuditLogQuery
 
@@ -53,6 +59,7 @@ from m365guard.graph.client import (
     GraphSession,
     batch_replies,
     error_code,
+    mail_replies,
     open_session,
 )
 from m365guard.graph.permissions import REQUIRED_PERMISSIONS
@@ -74,8 +81,7 @@ PER_MAILBOX_IN_FLIGHT = 4  # Outlook's documented concurrency limit per app and 
 USER_SLOT = "m365guard-user-slot"  # stands for the user id in a per-mailbox URL template
 SYNC_STATE_GONE = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
 ProgressSink = Callable[[int, int], None]
-COLUMNWISE = ("messages", "recipients")  # the big tables, kept as columns (take_messages)
-MESSAGE_COLUMNS = tuple(tables.SCHEMAS["messages"])
+MAIL_TABLES = ("messages", "recipients")  # built from the decoded batches (see mail_tables)
 
 
 @dataclass
@@ -155,18 +161,18 @@ class _Stream:
     url: str
     headers: dict[str, str]
     delta: bool
+    # names the stream's rows in the decoded mail tables; a restart takes a new one, so the
+    # rows read before it are left out
+    number: int = 0
     resynced: bool = False
     attempts: int = 0
     items: int = 0
     round_trips: int = 0  # replies received, retries and resyncs included
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    # messages and recipients, column by column (see take_messages): the messages' columns
-    # from message_id on (the first three are the stream's own), the recipients' four
-    columns: dict[str, list[list[Any]]] = field(default_factory=dict)
 
-    def restart(self) -> None:
+    def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}
-        self.columns = {}
+        self.number = number
 
 
 class _Collector:
@@ -178,8 +184,13 @@ class _Collector:
         self.request = request
         self.progress = progress
         self.rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in tables.COLLECTED}
-        self.columns: dict[str, list[list[Any]]] = {
-            name: [[] for _ in tables.SCHEMAS[name]] for name in COLUMNWISE}
+        # each mail $batch's (messages, recipients) tables, as decoded (see mail_replies)
+        self.mail: list[tuple[pa.Table, pa.Table]] = []
+        self.numbers = itertools.count()  # stream numbers, see _Stream.number
+        self.read_in_full: dict[int, _Stream] = {}  # mail streams whose rows are kept
+        # Arrow releases the GIL while it decodes: one thread per core beside the event loop
+        self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                          thread_name_prefix="m365guard-decode")
         self.delta_links: dict[tuple[str, str], str] = {}
         self.errors: list[str] = []
         self.finished = 0
@@ -187,8 +198,6 @@ class _Collector:
         self.skipped = 0  # malformed items left out (logged one by one)
         self.url_templates: dict[str, str] = {}  # per-mailbox URLs, see user_url
         self.round_trips: dict[tuple[str, str], int] = {}
-        self.seen_ids: dict[str, set[str]] = {}  # message ids taken, by mailbox id
-        self.repeated_ids = False  # whether any came twice (then the tables drop repeats)
 
     # ---- coverage -------------------------------------------------------------------------
     def cover(self, mailbox: str, kind: str, status: str, reason: str, items: int) -> None:
@@ -333,7 +342,8 @@ class _Collector:
         saved = self.request.delta_links.get((upn, folder))
         headers = {"Prefer": f"odata.maxpagesize={self.request.page_size}"}
         url = self.session.relative(saved) if saved else start
-        return _Stream(upn, user_id, folder, start, url, headers, delta=True)
+        return _Stream(upn, user_id, folder, start, url, headers, delta=True,
+                       number=next(self.numbers))
 
     def rules_stream(self, upn: str, user_id: str) -> _Stream:
         def build(slot: str) -> str:
@@ -376,49 +386,6 @@ class _Collector:
         self.skipped += 1
         log.warning("skipped a malformed %s item in %s: %s", stream.kind, stream.mailbox, reason)
 
-    def take_messages(self, stream: _Stream, page: wire.MessagePage, dropped: list[str]) -> None:
-        """A page of messages onto the stream's column lists (`_Stream.columns`: no row tuples
-        to take apart again when the tables are built). The bulk of a night, so the per-item
-        work is inlined; items the page could not type (see wire.message_page) were dropped."""
-        for reason in dropped:
-            self.skip(stream, reason)
-        if not stream.columns:
-            stream.columns["messages"] = [[] for _ in range(len(MESSAGE_COLUMNS) - 3)]
-            stream.columns["recipients"] = [[] for _ in tables.SCHEMAS["recipients"]]
-        (add_id, add_internet_id, add_subject, add_sent, add_address, add_name,
-         add_attachments) = (c.append for c in stream.columns["messages"])
-        add_rid, add_kind, add_raddress, add_rname = (
-            c.append for c in stream.columns["recipients"])
-        seen = self.seen_ids.setdefault(stream.mailbox_id, set())
-        for item in page.value:
-            if item.removed is not None:
-                continue
-            message_id = item.id
-            if not message_id:
-                self.skip(stream, "a message without an id")
-                continue
-            if message_id in seen:
-                self.repeated_ids = True
-            seen.add(message_id)
-            for kind, listed in (("to", item.toRecipients), ("cc", item.ccRecipients),
-                                 ("bcc", item.bccRecipients)):
-                for recipient in listed or ():
-                    email = recipient.emailAddress if recipient is not None else None
-                    if email is not None and (email.address or email.name):
-                        add_rid(message_id)
-                        add_kind(kind)
-                        add_raddress(email.address or "")
-                        add_rname(email.name or "")
-            email = item.sender.emailAddress if item.sender is not None else None
-            add_id(message_id)
-            add_internet_id(item.internetMessageId or "")
-            add_subject(item.subject or "")
-            add_sent(item.sentDateTime)
-            add_address(email.address or "" if email is not None else "")
-            add_name(email.name or "" if email is not None else "")
-            add_attachments(item.hasAttachments is True)
-        stream.items += len(page.value) + len(dropped)
-
     def take_item(self, stream: _Stream, item: dict[str, Any],
                   rows: dict[str, list[tuple[Any, ...]]]) -> None:
         """The rows of one inbox rule or chat."""
@@ -451,17 +418,8 @@ class _Collector:
         if status in tables.READ_IN_FULL:
             for name, rows in stream.rows.items():
                 self.rows[name].extend(rows)
-            if stream.columns:
-                messages = self.columns["messages"]
-                count = len(stream.columns["messages"][0])
-                for column, value in zip(messages, (stream.mailbox_id, stream.mailbox,
-                                                    stream.kind), strict=False):
-                    column.extend(itertools.repeat(value, count))
-                for mine, theirs in zip(messages[3:], stream.columns["messages"], strict=True):
-                    mine.extend(theirs)
-                for mine, theirs in zip(self.columns["recipients"],
-                                        stream.columns["recipients"], strict=True):
-                    mine.extend(theirs)
+            if stream.delta:
+                self.read_in_full[stream.number] = stream
         self.cover(stream.mailbox, stream.kind, status, reason, stream.items)
         self.finished += 1
         if self.progress is not None:
@@ -473,9 +431,10 @@ class _Collector:
         if reply.status == 200:
             stream.attempts = 0
             if stream.delta:
-                page, dropped = ((reply.page, []) if reply.page is not None
-                                 else wire.message_page(reply.raw or b"null"))
-                self.take_messages(stream, page, dropped)
+                page = reply.page or wire.MailPage()
+                for reason in page.dropped:
+                    self.skip(stream, reason)
+                stream.items += page.items
                 next_link, delta_link = page.next_link, page.delta_link
             else:
                 body = reply.body if isinstance(reply.body, dict) else {}
@@ -497,7 +456,7 @@ class _Collector:
             if stream.resynced and stream.url == stream.start_url:
                 self.finish(stream, "failed", f"delta resync refused ({code or reply.status})")
                 return None
-            stream.restart()
+            stream.restart(next(self.numbers))
             return 0.0
         if "mailboxnotenabled" in code.lower():
             self.finish(stream, "no_mailbox", code)
@@ -519,7 +478,7 @@ class _Collector:
         waiting: list[tuple[float, int, _Stream]] = []
         order = itertools.count()
         in_flight: Counter[str] = Counter()
-        active: dict[asyncio.Task[httpx.Response], list[_Stream]] = {}
+        active: dict[asyncio.Task[list[BatchReply]], list[_Stream]] = {}
         while ready or waiting or active:
             now = time.monotonic()
             while waiting and waiting[0][0] <= now:
@@ -529,7 +488,9 @@ class _Collector:
                 skipped: list[_Stream] = []
                 while ready and len(picked) < BATCH_LIMIT:
                     stream = ready.popleft()
-                    if in_flight[stream.mailbox_id] < PER_MAILBOX_IN_FLIGHT:
+                    # a $batch reads mail only, or no mail (see exchange)
+                    if (in_flight[stream.mailbox_id] < PER_MAILBOX_IN_FLIGHT
+                            and (not picked or picked[0].delta == stream.delta)):
                         in_flight[stream.mailbox_id] += 1
                         picked.append(stream)
                     else:
@@ -537,8 +498,7 @@ class _Collector:
                 ready.extendleft(reversed(skipped))
                 if not picked:
                     break
-                items = [(str(i), s.url, s.headers) for i, s in enumerate(picked)]
-                active[asyncio.ensure_future(self.session.post_batch(items))] = picked
+                active[asyncio.ensure_future(self.exchange(picked))] = picked
             timeout = max(waiting[0][0] - time.monotonic(), 0.0) if waiting else None
             if not active:
                 await asyncio.sleep(timeout or 0.0)
@@ -547,8 +507,9 @@ class _Collector:
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 picked = active.pop(task)
-                for stream, delay in zip(picked, self.handle_batch(task, picked), strict=True):
+                for stream, reply in zip(picked, task.result(), strict=True):
                     in_flight[stream.mailbox_id] -= 1
+                    delay = self.handle(stream, reply)
                     if delay is None:
                         continue
                     if delay <= 0:
@@ -556,19 +517,24 @@ class _Collector:
                     else:
                         heapq.heappush(waiting, (time.monotonic() + delay, next(order), stream))
 
-    def handle_batch(self, task: asyncio.Task[httpx.Response],
-                     picked: list[_Stream]) -> list[float | None]:
-        """Apply a finished $batch to its streams; each stream's delay (see `handle`)."""
+    async def exchange(self, picked: list[_Stream]) -> list[BatchReply]:
+        """One $batch for these streams (all mail, or none): each one's reply. Pages of mail
+        are decoded on a worker thread, their rows kept in `mail` under the stream numbers."""
+        items = [(str(i), stream.url, stream.headers) for i, stream in enumerate(picked)]
         try:
-            response = task.result()
+            response = await self.session.post_batch(items)
         except GuardError as exc:
             if exc.exit_code != ExitCode.HOST_UNREACHABLE:
                 raise
             # transport errors outlived the request's retries: these streams retry
             # on their own count and end uncovered, rather than ending the whole run
-            return [self.handle(stream, BatchReply(503, {}, None)) for stream in picked]
-        replies = batch_replies(response, len(picked), messages=all(s.delta for s in picked))
-        return [self.handle(stream, reply) for stream, reply in zip(picked, replies, strict=True)]
+            return [BatchReply(503, {}, None)] * len(picked)
+        if not picked[0].delta:
+            return batch_replies(response, len(picked))
+        replies, messages, recipients = await asyncio.get_running_loop().run_in_executor(
+            self.decoder, mail_replies, response, [stream.number for stream in picked])
+        self.mail.append((messages, recipients))
+        return replies
 
     def skip_recently_without_mailbox(self, mailboxes: list[tuple[str, str]]
                                       ) -> list[tuple[str, str]]:
@@ -599,19 +565,42 @@ class _Collector:
             self.rows["mailbox_forwarding"].extend(exported)
             self.cover("", "forwardingExport", "ok", "", len(exported))
         frames = {name: _frame(name, rows) for name, rows in self.rows.items()
-                  if name not in COLUMNWISE}
-        for name, columns in self.columns.items():
-            frames[name] = _table(name, columns)
-        # the tables hold copies: let the big lists go before the garbage collector is back
-        # (it would walk every element of them once more)
-        self.columns.clear()
-        self.seen_ids.clear()
-        if self.repeated_ids:  # a delta round may list a message again: its last state wins
-            frames["messages"] = frames["messages"].drop_duplicates(
-                ["mailbox_id", "message_id"], keep="last", ignore_index=True)
+                  if name not in MAIL_TABLES}
+        frames["messages"], frames["recipients"] = self.mail_tables()
         frames["chats"] = frames["chats"].drop_duplicates("chat_id", ignore_index=True)
         frames["chat_members"] = frames["chat_members"].drop_duplicates(ignore_index=True)
         return frames
+
+    def mail_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Messages and recipients from the decoded batches: the rows of the mail streams read
+        in full, each given its stream's mailbox and folder. A message without an id is left
+        out (and reported); one that a delta round listed twice is kept in its last state."""
+        kept = pa.array(sorted(self.read_in_full), pa.int64())
+        batches, self.mail = self.mail, []
+        if not batches or not len(kept):
+            return tables.empty("messages"), tables.empty("recipients")
+        offsets = itertools.accumulate((len(messages) for messages, _ in batches), initial=0)
+        messages = pa.concat_tables(messages for messages, _ in batches)
+        messages = messages.append_column("row", pa.array(np.arange(len(messages))))
+        recipients = pa.concat_tables(
+            table.set_column(1, "row", pc.add(table["message"], offset))
+            for (_, table), offset in zip(batches, offsets, strict=False))
+        messages = messages.filter(pc.is_in(messages["stream"], value_set=kept))
+        has_id = pc.fill_null(pc.not_equal(messages["message_id"], ""), False)
+        for number in messages.filter(pc.invert(has_id))["stream"].to_pylist():
+            self.skip(self.read_in_full[number], "a message without an id")
+        messages = messages.filter(has_id)
+        streams = [self.read_in_full.get(number) for number in range(kept[-1].as_py() + 1)]
+        for column, value in (("mailbox_id", "mailbox_id"), ("mailbox", "mailbox"),
+                              ("folder", "kind")):
+            by_number = pa.array([getattr(s, value) if s else "" for s in streams], pa.string())
+            messages = messages.append_column(column, pc.take(by_number, messages["stream"]))
+        last = messages.group_by(["mailbox_id", "message_id"], use_threads=False).aggregate(
+            [("row", "max")])["row_max"]
+        if len(last) < len(messages):  # a delta round listed a message again
+            messages = messages.filter(pc.is_in(messages["row"], value_set=last))
+        recipients = recipients.filter(pc.is_in(recipients["row"], value_set=messages["row"]))
+        return _table("messages", messages), _table("recipients", recipients)
 
     # ---- audit log ---------------------------------------------------------------------
     async def read_audit(self) -> None:
@@ -725,39 +714,25 @@ def _frame(name: str, rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
     return tables.conform(name, frame) if len(frame) else tables.empty(name)
 
 
-def _table(name: str, columns: list[list[Any]]) -> pd.DataFrame:
-    """A table from its column lists: string and boolean columns go straight into Arrow
-    arrays (no object matrix, no casts), timestamps are left to `conform`. The same contents
-    as `_frame` of the rows; a value that is not text (say, a numeric user id) takes the
-    casting path."""
-    schema = tables.SCHEMAS[name]
-    if not columns[0]:
-        return tables.empty(name)
+def _table(name: str, table: pa.Table) -> pd.DataFrame:
+    """A collected table from Arrow columns of the same names (text, booleans, and timestamps
+    as Graph's ISO 8601 text, which Arrow parses ~10x faster than pandas; a time it cannot
+    parse is left to `tables.conform`)."""
+    table = table.combine_chunks()
     data: dict[str, Any] = {}
-    try:
-        for (col, dtype), values in zip(schema.items(), columns, strict=True):
-            if dtype == tables.STR:
-                data[col] = pd.arrays.ArrowStringArray(pa.array(values, type=pa.string()))
-            elif dtype == tables.BOOL:
-                data[col] = pd.arrays.ArrowExtensionArray(pa.array(values, type=pa.bool_()))
-            elif dtype == tables.TS:
-                data[col] = _timestamps(values)
-            else:
-                data[col] = values
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        data = {col: pd.Series(values, dtype=object)
-                for col, values in zip(schema, columns, strict=True)}
+    for column, dtype in tables.SCHEMAS[name].items():
+        values = table[column]
+        if dtype == tables.STR:
+            data[column] = pd.arrays.ArrowStringArray(values)
+        elif dtype == tables.TS:
+            try:
+                data[column] = pd.arrays.ArrowExtensionArray(
+                    values.cast(pa.timestamp("us", tz="UTC")))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                data[column] = values.to_pylist()
+        else:
+            data[column] = pd.arrays.ArrowExtensionArray(values)
     return tables.conform(name, pd.DataFrame(data, copy=False))
-
-
-def _timestamps(values: list[Any]) -> Any:
-    """Graph's ISO 8601 UTC timestamps, parsed by Arrow (~10x pandas' parser); anything else
-    (a time without its zone, a value that is not text) is left to `tables.conform`."""
-    try:
-        parsed = pa.array(values, type=pa.string()).cast(pa.timestamp("us", tz="UTC"))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return values
-    return pd.arrays.ArrowExtensionArray(parsed)
 
 
 @contextmanager
@@ -782,7 +757,7 @@ def collect(session: GraphSession, request: CollectRequest,
     """Read everything one night needs; failures of single mailboxes land in coverage."""
     collector = _Collector(session, request, progress)
     before, batches_before = session.counter.http_requests, session.counter.batches
-    with gc_paused():
+    with gc_paused(), collector.decoder:
         session.run(collector.run())
         frames = collector.tables()
     return CollectResult(
