@@ -488,7 +488,8 @@ def messages_delta(call: Call, params: dict[str, str]) -> GraphResponse:
         token = encode_token({"round": round_id, "offset": offset, "empty": True})
         return delta_page(request, [], {"@odata.nextLink": f"{base}?$skiptoken={token}"})
     chunk = snapshot.items[offset:offset + snapshot.page_size]
-    items = [item if "@removed" in item else message_json(folder.by_id[item["id"]], snapshot.select)
+    key, by_id = selected(snapshot.select), folder.by_id
+    items = [item if "@removed" in item else message_json(by_id[item["id"]], key)
              for item in chunk]
     offset += len(chunk)
     if offset < len(snapshot.items):
@@ -501,12 +502,17 @@ def messages_delta(call: Call, params: dict[str, str]) -> GraphResponse:
                       {"@odata.deltaLink": f"{base}?$deltatoken={token}"})
 
 
-def message_json(message: Message, select: Sequence[str] | None) -> orjson.Fragment:
-    """A message as a delta page lists it, serialised once per $select and reused."""
-    key = None if select is None else tuple(select)
+def selected(select: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A $select as the key of `message_json`'s cache."""
+    return None if select is None else tuple(select)
+
+
+def message_json(message: Message, key: tuple[str, ...] | None) -> orjson.Fragment:
+    """A message as a delta page lists it with the $select `key` (see `selected`),
+    serialised once per $select and reused."""
     rendered = message.rendered.get(key)
     if rendered is None:
-        resource = {"@odata.type": "#microsoft.graph.message", **project(message.data, select)}
+        resource = {"@odata.type": "#microsoft.graph.message", **project(message.data, key)}
         rendered = message.rendered[key] = orjson.Fragment(orjson.dumps(resource))
     return rendered
 

@@ -574,32 +574,37 @@ class _Collector:
     def mail_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Messages and recipients from the decoded batches: the rows of the mail streams read
         in full, each given its stream's mailbox and folder. A message without an id is left
-        out (and reported); one that a delta round listed twice is kept in its last state."""
+        out (and reported); one that a delta round listed twice is kept in its last state.
+        On a normal night every row is kept: each check then costs a hash, not a copy."""
         kept = pa.array(sorted(self.read_in_full), pa.int64())
         batches, self.mail = self.mail, []
         if not batches or not len(kept):
             return tables.empty("messages"), tables.empty("recipients")
         offsets = itertools.accumulate((len(messages) for messages, _ in batches), initial=0)
         messages = pa.concat_tables(messages for messages, _ in batches)
-        messages = messages.append_column("row", pa.array(np.arange(len(messages))))
+        listed = len(messages)
+        messages = messages.append_column("row", pa.array(np.arange(listed)))
         recipients = pa.concat_tables(
             table.set_column(1, "row", pc.add(table["message"], offset))
             for (_, table), offset in zip(batches, offsets, strict=False))
-        messages = messages.filter(pc.is_in(messages["stream"], value_set=kept))
+        messages = _where(messages, pc.is_in(messages["stream"], value_set=kept))
         has_id = pc.fill_null(pc.not_equal(messages["message_id"], ""), False)
-        for number in messages.filter(pc.invert(has_id))["stream"].to_pylist():
+        for number in _where(messages, pc.invert(has_id))["stream"].to_pylist():
             self.skip(self.read_in_full[number], "a message without an id")
-        messages = messages.filter(has_id)
+        messages = _where(messages, has_id)
         streams = [self.read_in_full.get(number) for number in range(kept[-1].as_py() + 1)]
         for column, value in (("mailbox_id", "mailbox_id"), ("mailbox", "mailbox"),
                               ("folder", "kind")):
             by_number = pa.array([getattr(s, value) if s else "" for s in streams], pa.string())
             messages = messages.append_column(column, pc.take(by_number, messages["stream"]))
-        last = messages.group_by(["mailbox_id", "message_id"], use_threads=False).aggregate(
-            [("row", "max")])["row_max"]
-        if len(last) < len(messages):  # a delta round listed a message again
-            messages = messages.filter(pc.is_in(messages["row"], value_set=last))
-        recipients = recipients.filter(pc.is_in(recipients["row"], value_set=messages["row"]))
+        # Graph's ids are unique per mailbox copy: the same id twice is a delta round's repeat
+        if len(pc.unique(messages["message_id"])) < len(messages):
+            last = messages.group_by(["mailbox_id", "message_id"], use_threads=False)\
+                .aggregate([("row", "max")])["row_max"]
+            messages = _where(messages, pc.is_in(messages["row"], value_set=last))
+        if len(messages) < listed:
+            recipients = recipients.filter(pc.is_in(recipients["row"],
+                                                    value_set=messages["row"]))
         return _table("messages", messages), _table("recipients", recipients)
 
     # ---- audit log ---------------------------------------------------------------------
@@ -712,6 +717,11 @@ def read_forwarding_export(path: Path) -> list[tuple[Any, ...]]:
 def _frame(name: str, rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=list(tables.SCHEMAS[name]))
     return tables.conform(name, frame) if len(frame) else tables.empty(name)
+
+
+def _where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """The rows where mask is true; the table itself (no copy) when that is every row."""
+    return table if pc.all(mask).as_py() is not False else table.filter(mask)
 
 
 def _table(name: str, table: pa.Table) -> pd.DataFrame:

@@ -112,8 +112,10 @@ def read_mail_batch(content: bytes) -> MailBatch | None:
 
     listed = pc.list_flatten(values)
     listed_by = pc.list_parent_indices(values)
-    live = pc.is_null(pc.struct_field(listed, "@removed"))
-    listed, listed_by = listed.filter(live), listed_by.filter(live)
+    removed = pc.struct_field(listed, "@removed")
+    if removed.null_count < len(removed):  # filtering copies every column: only if needed
+        live = pc.is_null(removed)
+        listed, listed_by = listed.filter(live), listed_by.filter(live)
     message_id = pc.struct_field(listed, "id")
     sender = pc.struct_field(pc.struct_field(listed, "from"), "emailAddress")
     messages = pa.Table.from_arrays([
@@ -130,17 +132,18 @@ def read_mail_batch(content: bytes) -> MailBatch | None:
         rows = pc.list_parent_indices(lists)
         email = pc.struct_field(pc.list_flatten(lists), "emailAddress")
         address, display = (_text(pc.struct_field(email, part)) for part in ("address", "name"))
-        named = pc.or_(pc.not_equal(address, ""), pc.not_equal(display, ""))
-        parts.append(pa.Table.from_arrays([
+        part = pa.Table.from_arrays([
             pc.take(listed_by, rows), rows, pc.take(message_id, rows),
-            pa.repeat(kind, len(rows)), address, display], schema=RECIPIENT_ROWS).filter(named))
+            pa.repeat(kind, len(rows)), address, display], schema=RECIPIENT_ROWS)
+        named = pc.or_(pc.not_equal(address, ""), pc.not_equal(display, ""))
+        parts.append(part if pc.all(named).as_py() is not False else part.filter(named))
     ids = pc.struct_field(responses, "id").to_pylist()
     return MailBatch(ids, statuses, pages, messages, pa.concat_tables(parts))
 
 
 def _text(values: pa.Array) -> pa.Array:
-    """A text field with missing or null read as ""."""
-    return pc.fill_null(values, "")
+    """A text field with missing or null read as "" (filling copies: only if needed)."""
+    return pc.fill_null(values, "") if values.null_count else values
 
 
 # ---- msgspec: items one by one, for a batch Arrow refused -----------------------------------
