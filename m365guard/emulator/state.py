@@ -322,8 +322,12 @@ class Tenant:
         """The user's mailbox, or None when they have no Exchange mailbox."""
         if not self.has_mailbox.get(user_id, False):
             return None
-        empty = {name: Folder(folder_id_for(user_id, name), name, []) for name in FOLDER_DATE_FIELD}
-        return self.mailboxes.setdefault(user_id, Mailbox(user_id, empty, [], {}))
+        mailbox = self.mailboxes.get(user_id)
+        if mailbox is None:  # a mailbox with no mail yet: its folders are made once
+            empty = {name: Folder(folder_id_for(user_id, name), name, [])
+                     for name in FOLDER_DATE_FIELD}
+            mailbox = self.mailboxes.setdefault(user_id, Mailbox(user_id, empty, [], {}))
+        return mailbox
 
     def message_rules(self, mailbox: Mailbox) -> list[Json]:
         now = self.now_epoch

@@ -353,6 +353,7 @@ def mail_replies(response: httpx.Response, streams: Sequence[int]
             owner[taken[index]] = -1
         taken[index], owner[row] = row, streams[index]
         page.dropped = dropped.get(str(item_id), [])
+        page.items += len(page.dropped)  # listed, though left out
         replies[index] = BatchReply(200, {}, None, page)
     owners = pa.array(owner, pa.int64())
     messages, recipients = (
