@@ -5,7 +5,7 @@ transport (our CA bundle, timeouts, proxies from the environment) wrapped in msg
 middleware pipeline, and a `GraphServiceClient` whose base URL is set on the request adapter
 (setting it on the client gives `.../v1.0//users`). Request builders produce
 `RequestInformation`; `send` turns one into an authenticated httpx request through the adapter
-and returns the raw response, so bulk pages are decoded by Arrow or msgspec (wire.py) or orjson
+and returns the raw response, so bulk pages are decoded by Arrow (mail, see wire.py) or orjson
 instead of kiota's model parsing (~440x slower here).
 
 The SDK's own retry handler is switched off: it cannot parse fractional Retry-After values and
@@ -325,17 +325,17 @@ def batch_replies(response: httpx.Response, count: int) -> list[BatchReply]:
     return [reply or _MISSING for reply in replies]
 
 
-def mail_replies(response: httpx.Response, streams: Sequence[int]
+def mail_replies(response: httpx.Response, streams: Sequence[int], parsed: pa.Table | None
                  ) -> tuple[list[BatchReply], pa.Table, pa.Table]:
     """The replies to a `$batch` whose items each read a page of messages for the stream
     numbered in `streams` (item i for streams[i]), as `batch_replies` gives them but with the
     200s' pages in two tables, messages and recipients (wire.MESSAGE_ROWS, RECIPIENT_ROWS),
     whose `stream` column says which stream a row is for (-1: a reply no item asked for, or
-    one replaced by a later reply with the same id). CPU-bound, mostly in Arrow: the collector
-    runs it on worker threads."""
+    one replaced by a later reply with the same id). `parsed` is the body as
+    `wire.parse_mail_batch` read it (None: it did not fit, or was not asked)."""
     count = len(streams)
     replies: list[BatchReply | None] = [None] * count
-    batch = wire.read_mail_batch(response.content) if response.status_code == 200 else None
+    batch = wire.mail_batch(parsed) if response.status_code == 200 and parsed else None
     dropped: dict[str, list[str]] = {}
     if batch is None or any(status != 200 for status in batch.statuses):
         # an error, or pages not in Graph's schema: read raw, the pages one by one if need be

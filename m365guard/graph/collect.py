@@ -27,16 +27,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import gc
 import heapq
 import itertools
 import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +186,7 @@ class _Collector:
         self.mail: list[tuple[pa.Table, pa.Table]] = []
         self.numbers = itertools.count()  # stream numbers, see _Stream.number
         self.read_in_full: dict[int, _Stream] = {}  # mail streams whose rows are kept
-        # Arrow releases the GIL while it decodes: one thread per core beside the event loop
+        # Arrow releases the GIL while it parses: one thread per core beside the event loop
         self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                           thread_name_prefix="m365guard-decode")
         self.delta_links: dict[tuple[str, str], str] = {}
@@ -519,7 +517,8 @@ class _Collector:
 
     async def exchange(self, picked: list[_Stream]) -> list[BatchReply]:
         """One $batch for these streams (all mail, or none): each one's reply. Pages of mail
-        are decoded on a worker thread, their rows kept in `mail` under the stream numbers."""
+        are parsed on a worker thread (wire.parse_mail_batch), their rows kept in `mail`
+        under the stream numbers."""
         items = [(str(i), stream.url, stream.headers) for i, stream in enumerate(picked)]
         try:
             response = await self.session.post_batch(items)
@@ -531,8 +530,12 @@ class _Collector:
             return [BatchReply(503, {}, None)] * len(picked)
         if not picked[0].delta:
             return batch_replies(response, len(picked))
-        replies, messages, recipients = await asyncio.get_running_loop().run_in_executor(
-            self.decoder, mail_replies, response, [stream.number for stream in picked])
+        parsed = None
+        if response.status_code == 200:
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                self.decoder, wire.parse_mail_batch, response.content)
+        replies, messages, recipients = mail_replies(
+            response, [stream.number for stream in picked], parsed)
         self.mail.append((messages, recipients))
         return replies
 
@@ -647,8 +650,7 @@ class _Collector:
     async def run(self) -> None:
         users = (await asyncio.gather(self.read_users(), self.read_skus(),
                                       self.read_edu_roles(), self.read_groups()))[0]
-        # kind by kind, so that a $batch mostly holds one kind (mail pages decode typed in
-        # one pass, see batch_replies)
+        # kind by kind: a $batch holds mail only or no mail (see exchange), so few are part-full
         everyone = [(user.get("userPrincipalName") or "", user.get("id", "")) for user in users]
         mailboxes = self.skip_recently_without_mailbox(everyone)
         streams = [self.mail_stream(upn, user_id, folder,
@@ -728,7 +730,7 @@ def _table(name: str, table: pa.Table) -> pd.DataFrame:
     """A collected table from Arrow columns of the same names (text, booleans, and timestamps
     as Graph's ISO 8601 text, which Arrow parses ~10x faster than pandas; a time it cannot
     parse is left to `tables.conform`)."""
-    table = table.combine_chunks()
+    table = table.select(list(tables.SCHEMAS[name])).combine_chunks()
     data: dict[str, Any] = {}
     for column, dtype in tables.SCHEMAS[name].items():
         values = table[column]
@@ -745,29 +747,12 @@ def _table(name: str, table: pa.Table) -> pd.DataFrame:
     return tables.conform(name, pd.DataFrame(data, copy=False))
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a night is collected. Collecting makes
-    millions of short-lived objects (decoded pages) and long column lists, but no cycles
-    worth finding: with the collector on, every generation-0 threshold crossed rescans them
-    (3-9x orjson's decoding time per page when measured). Cycles made meanwhile (say, by a
-    failed request's traceback) are freed once it is back on."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def collect(session: GraphSession, request: CollectRequest,
             progress: ProgressSink | None = None) -> CollectResult:
     """Read everything one night needs; failures of single mailboxes land in coverage."""
     collector = _Collector(session, request, progress)
     before, batches_before = session.counter.http_requests, session.counter.batches
-    with gc_paused(), collector.decoder:
+    with collector.decoder:
         session.run(collector.run())
         frames = collector.tables()
     return CollectResult(

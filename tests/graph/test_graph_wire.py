@@ -1,4 +1,5 @@
-"""`$batch` replies of mail pages decoded into tables (client.mail_replies over wire.py).
+"""`$batch` replies of mail pages decoded into tables (wire.parse_mail_batch, then
+client.mail_replies).
 
 Hand-written response bytes in Graph's documented shapes, including the odd ones a server
 that is not the emulator may send: each case checks the replies and the rows read back.
@@ -11,7 +12,15 @@ from typing import Any
 import httpx
 import orjson
 
-from m365guard.graph.client import mail_replies
+from m365guard.graph import wire
+from m365guard.graph.client import BatchReply
+from m365guard.graph.client import mail_replies as replies_and_tables
+
+
+def mail_replies(response: httpx.Response, streams: list[int]
+                 ) -> tuple[list[BatchReply], Any, Any]:
+    """As the collector calls it: the body parsed first (on its worker thread)."""
+    return replies_and_tables(response, streams, wire.parse_mail_batch(response.content))
 
 
 def message(message_id: str | None, **fields: Any) -> dict[str, Any]:
