@@ -309,6 +309,9 @@ class GraphSession:
         return await self.send(info)
 
 
+_MISSING = BatchReply(502, {}, None)  # the reply of an item the response left without one
+
+
 def batch_replies(response: httpx.Response, count: int) -> list[BatchReply]:
     """The replies to a `$batch` of `count` items (ids "0".."count-1"), in order, bodies raw.
     A failed outer request is every item's reply; a reply that is missing, or a response that
@@ -360,9 +363,6 @@ def mail_replies(response: httpx.Response, streams: Sequence[int], parsed: pa.Ta
         table.set_column(0, "stream", pc.take(owners, table.column("response")))
         for table in (batch.messages, batch.recipients))
     return [reply or _MISSING for reply in replies], messages, recipients
-
-
-_MISSING = BatchReply(502, {}, None)
 
 
 def _item_index(item_id: str | None, count: int) -> int | None:
