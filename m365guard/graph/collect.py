@@ -12,9 +12,9 @@ Public API (the nightly pipeline calls exactly this)::
 How: directory lists (users, skus, education roles, group members) are paged directly; the
 per-mailbox work (mail delta per folder, inbox rules, chats) is a set of *streams*, each a chain
 of GETs, sent 20 at a time through `$batch` with at most 4 in flight per mailbox and a global cap.
-Pages of mail are decoded into Arrow tables on worker threads (wire.py) while the event loop
-reads on; a stream keeps only its links and counts, and the tables keep the rows of the streams
-read in full.
+Pages of mail are parsed by Arrow on worker threads while the event loop reads on, then
+flattened into tables (wire.py); a stream keeps only its links and counts, and the tables keep
+the rows of the streams read in full.
 Throttled items wait for their own Retry-After (fractions too), failed mailboxes are recorded in
 coverage and the run goes on. Delta rounds follow nextLinks through empty pages and end only at
 the deltaLink; an expired delta link (410 / syncStateNotFound) means a full resync of that
