@@ -49,7 +49,7 @@ _MAIL_BATCH = pa.schema([("responses", pa.list_(pa.struct([
 ])))])
 _PARSE = pa_json.ParseOptions(explicit_schema=_MAIL_BATCH, unexpected_field_behavior="ignore",
                               newlines_in_values=True)
-RECIPIENT_KINDS = (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bccRecipients"))
+_RECIPIENT_KINDS = (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bccRecipients"))
 # the tables a batch's pages make; `response`: the index of the response a row came from
 MESSAGE_ROWS = pa.schema([("response", pa.int64()), ("message_id", pa.string()),
                           ("internet_message_id", pa.string()), ("subject", pa.string()),
@@ -103,12 +103,6 @@ def parse_mail_batch(content: bytes) -> pa.Table | None:
     return table if table.num_rows == 1 else None
 
 
-def read_mail_batch(content: bytes) -> MailBatch | None:
-    """`parse_mail_batch` and `mail_batch` in one."""
-    parsed = parse_mail_batch(content)
-    return None if parsed is None else mail_batch(parsed)
-
-
 def mail_batch(table: pa.Table) -> MailBatch:
     """The pages of a parsed `$batch` response flattened into tables: a few dozen Arrow
     kernels, each over the whole batch (called where the GIL is held anyway, they cost less
@@ -141,7 +135,7 @@ def mail_batch(table: pa.Table) -> MailBatch:
         pc.fill_null(pc.struct_field(listed, "hasAttachments"), False),
     ], schema=MESSAGE_ROWS)
     parts = []
-    for kind, name in RECIPIENT_KINDS:
+    for kind, name in _RECIPIENT_KINDS:
         lists = pc.struct_field(listed, name)
         rows = pc.list_parent_indices(lists)
         email = pc.struct_field(pc.list_flatten(lists), "emailAddress")
@@ -257,10 +251,10 @@ def clean_mail_batch(items: list[BatchItem]) -> tuple[MailBatch, dict[str, list[
         if item.status == 200:
             page, dropped[item.id] = message_page(item.body or b"null")
             pages.append({"id": item.id, "status": 200, "body": page})
-    cleaned = read_mail_batch(_ENCODER.encode({"responses": pages}))
-    if cleaned is None:  # the pages now hold only what the schema types: Arrow reads them
+    parsed = parse_mail_batch(_ENCODER.encode({"responses": pages}))
+    if parsed is None:  # the pages now hold only what the schema types: Arrow reads them
         raise AssertionError("Arrow refused pages written in its own schema")
-    return cleaned, dropped
+    return mail_batch(parsed), dropped
 
 
 def _link(value: Any) -> str | None:
