@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
 from m365guard.emulator import handlers as h
+from m365guard.emulator import rule_write
 from m365guard.emulator.faults import FaultKind
 from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
 
@@ -85,6 +86,9 @@ GRAPH_ROUTES = (
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
     GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messageRules",
                h.list_message_rules, SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("PATCH", "/users/{user_id}/mailFolders/{folder}/messageRules/{rule_id}",
+               rule_write.update_message_rule, rule_write.WRITE_ROLES, EXCHANGE_DENIED,
+               per_mailbox=True),
     GraphRoute("GET", "/users/{user_id}/mailboxSettings", h.get_mailbox_settings,
                SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
     GraphRoute("GET", "/users/{user_id}/chats", h.list_user_chats, CHATS_READ, FORBIDDEN),
