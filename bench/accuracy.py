@@ -25,7 +25,7 @@ from m365guard import tables
 from m365guard.config import load_policy
 from m365guard.emulator.synth import generate
 from m365guard.emulator.truth import expected_tables
-from m365guard.graph.collect import read_forwarding_export
+from m365guard.exports import read_forwarding_export
 from m365guard.rules import run_rules
 
 VIOLATION = ("low", "medium", "high")

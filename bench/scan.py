@@ -48,16 +48,11 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 
 from m365guard.emulator.synth._base import CLOCK_START
 from m365guard.graph.client import GraphSession
-from m365guard.graph.collect import (
-    MESSAGE_FIELDS,
-    PER_MAILBOX_IN_FLIGHT,
-    CollectRequest,
-    CollectResult,
-    collect,
-    open_session,
-)
+from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
+from m365guard.graph.mailboxes import MESSAGE_FIELDS
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 
+MAILBOX_CONCURRENCY = CollectRequest.mailbox_concurrency  # the default the bench reads with
 PAGE_SIZE = 250
 SUBSET = 8
 TIMED_READS = 3
@@ -151,7 +146,7 @@ def latency_chain(round_trips: dict[tuple[str, str], int], users: int) -> tuple[
     per_mailbox: dict[str, list[int]] = defaultdict(list)
     for (mailbox, _), trips in round_trips.items():
         per_mailbox[mailbox].append(trips)
-    slowest = max((max(max(trips), math.ceil(sum(trips) / PER_MAILBOX_IN_FLIGHT))
+    slowest = max((max(max(trips), math.ceil(sum(trips) / MAILBOX_CONCURRENCY))
                    for trips in per_mailbox.values()), default=0)
     return max(math.ceil(users / 999), 1), slowest
 

@@ -148,6 +148,9 @@ class CollectSection(_Section):
     include_audit_log: StrictBool = True
     exchange_forwarding_export: Path | None = None
     max_concurrency: StrictInt = Field(default=4, ge=1, le=64)
+    # first wait for the audit log query; doubles up to a minute (0: poll at once, as the
+    # demo against the emulator does)
+    audit_poll_seconds: StrictFloat = Field(default=0.5, ge=0, le=600)
     request_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=600)
 
 

@@ -58,7 +58,9 @@ def policy_for_demo(policy: Policy, school: SyntheticSchool, out_dir: Path) -> P
     school.write_inputs(inputs)
     return policy.model_copy(update={
         "collect": policy.collect.model_copy(
-            update={"exchange_forwarding_export": inputs / "exchange-forwarding.csv"}),
+            # the emulator's audit query is done by its third poll: no need to wait between
+            update={"exchange_forwarding_export": inputs / "exchange-forwarding.csv",
+                    "audit_poll_seconds": 0.0}),
         "people": policy.people.model_copy(update={
             "parent_roster": inputs / "parents.csv",
             "staff_roster": inputs / "staff-personal.csv"}),

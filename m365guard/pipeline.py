@@ -20,6 +20,7 @@ import pandas as pd
 
 from m365guard.config import Policy
 from m365guard.errors import ExitCode, GuardError
+from m365guard.exports import ForwardingExport, load_forwarding_export
 from m365guard.graph.client import RetryPolicy
 from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
 from m365guard.graph.settings import ConnectionSettings
@@ -60,7 +61,8 @@ def collect_window_start(db: StateDB, policy: Policy, now: datetime) -> datetime
     return now - timedelta(days=policy.collect.first_run_days)
 
 
-def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> CollectRequest:
+def _request(policy: Policy, since: datetime, now: datetime, db: StateDB,
+             export: ForwardingExport | None) -> CollectRequest:
     people = policy.people
     return CollectRequest(
         since=since,
@@ -73,7 +75,9 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB) -> Col
             [*people.pupil_groups, *people.staff_groups, *people.governor_groups])),
         include_chats=policy.collect.include_chats,
         include_audit=policy.collect.include_audit_log,
-        forwarding_export=policy.collect.exchange_forwarding_export,
+        forwarding_export=export,
+        mailbox_concurrency=policy.collect.max_concurrency,
+        audit_poll_seconds=policy.collect.audit_poll_seconds,
     )
 
 
@@ -125,11 +129,14 @@ def run_nightly(
             run_id = 0
             retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds)
             try:
+                # local inputs first: a bad export ends the run before Graph is contacted
+                export = load_forwarding_export(policy.collect.exchange_forwarding_export)
                 with open_session(conn, retry) as session:
                     run_id = db.start_run(since, now, now,
                                           granted_permissions=session.granted_roles)
                     log.info("nightly: run %d collecting", run_id)
-                    result = collect(session, _request(policy, since, now, db), progress)
+                    result = collect(session, _request(policy, since, now, db, export),
+                                     progress)
             except GuardError as exc:
                 run_id = run_id or db.start_run(since, now, now)
                 db.fail_run(run_id, exc.message,

@@ -34,7 +34,7 @@ def night(emulator: RunningEmulator, school: synth.SyntheticSchool, since: dt.da
     conn = cert_conn(settings) if cert else secret_conn(settings)
     request = CollectRequest(since=since, delta_links=delta_links or {},
                              group_names=group_names(school), page_size=40,
-                             audit_poll_seconds=0.05, **options)  # type: ignore[arg-type]
+                             audit_poll_seconds=0.0, **options)  # type: ignore[arg-type]
     with open_session(conn, FAST_RETRY) as session:
         return collect(session, request)
 

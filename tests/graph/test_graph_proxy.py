@@ -174,7 +174,7 @@ def endpoint_target(emulator: RunningEmulator) -> str:
 
 
 def mail_night(session: GraphSession, since: dt.datetime) -> CollectResult:
-    request = CollectRequest(since=since, page_size=40, audit_poll_seconds=0.05,
+    request = CollectRequest(since=since, page_size=40, audit_poll_seconds=0.0,
                              **MAIL_ONLY)  # type: ignore[arg-type]
     return collect(session, request)
 

@@ -26,8 +26,9 @@ from m365guard.emulator.server import RunningEmulator, start_in_thread
 from m365guard.emulator.state import Tenant
 from m365guard.errors import ExitCode
 from m365guard.graph.client import open_session
-from m365guard.graph.collect import CollectRequest, _Collector
+from m365guard.graph.mailboxes import MailboxStreams
 from m365guard.graph.permissions import REQUIRED_PERMISSIONS, TOO_BROAD
+from m365guard.graph.sink import RowSink
 from m365guard.pipeline import run_nightly
 from m365guard.reports.csvfile import FORMULA_PREFIXES
 
@@ -205,8 +206,9 @@ def test_least_privilege_and_never_a_body(tmp_path: Path, school: synth.Syntheti
         assert not route.template.endswith(("/$value", "/attachments"))
     # the exact first URL of every mail stream, built by the collector with the real SDK
     with open_session(site.conn()) as session:
-        collector = _Collector(session, CollectRequest(since=outcome.run.started_at), None)
-        urls = [collector.mail_stream("x@y", "u1", folder, outcome.run.started_at).url
+        streams = MailboxStreams(session, RowSink(), delta_links={}, page_size=250,
+                                 progress=None)
+        urls = [streams.mail_stream("x@y", "u1", folder, outcome.run.started_at).url
                 for folder in ("sentitems", "inbox")]
     for url in urls:
         select = parse_qs(urlsplit(url).query).get("$select", [""])[0].lower().split(",")

@@ -1,0 +1,147 @@
+"""One `$batch` scheduler for every per-mailbox stream (mail delta rounds, inbox rules, chats).
+
+A stream is a chain of GETs; the scheduler sends up to 20 streams' next GETs in one `$batch`,
+keeps `max_batches_in_flight` batches in flight and at most `mailbox_concurrency` requests per
+mailbox (Outlook's documented limit is 4 per app and mailbox), and hands each item's reply to
+the caller's `handle`, which says when the stream's next GET may go (or that it is done).
+Pages of mail are parsed by Arrow on worker threads (wire.parse_mail_batch) while the loop
+reads on; their rows are kept here, batch by batch, under the stream numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from m365guard.errors import ExitCode, GuardError
+from m365guard.graph import wire
+from m365guard.graph.client import (
+    BATCH_LIMIT,
+    BatchReply,
+    GraphSession,
+    batch_replies,
+    mail_replies,
+)
+
+# a reply applied to its stream: seconds before the stream's next GET, or None when it is done
+ReplyHandler = Callable[["Stream", BatchReply], float | None]
+
+
+@dataclass
+class Stream:
+    """One chain of GETs for one mailbox and kind (a folder's delta round, rules, chats)."""
+
+    mailbox: str
+    mailbox_id: str
+    kind: str
+    start_url: str
+    url: str
+    headers: dict[str, str]
+    delta: bool
+    # names the stream's rows in the decoded mail tables; a restart takes a new one, so the
+    # rows read before it are left out
+    number: int = 0
+    resynced: bool = False
+    attempts: int = 0
+    items: int = 0
+    round_trips: int = 0  # replies received, retries and resyncs included
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def restart(self, number: int) -> None:
+        self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}
+        self.number = number
+
+
+class BatchScheduler:
+    """Sends streams' GETs through `$batch` until each is done; keeps the mail pages' tables."""
+
+    def __init__(self, session: GraphSession, decoder: ThreadPoolExecutor, *,
+                 max_batches_in_flight: int, mailbox_concurrency: int) -> None:
+        self.session = session
+        self.decoder = decoder  # Arrow releases the GIL while it parses
+        self.max_batches_in_flight = max_batches_in_flight
+        self.mailbox_concurrency = mailbox_concurrency
+        # each mail $batch's (messages, recipients) tables, as decoded (see mail_replies)
+        self.mail: list[tuple[pa.Table, pa.Table]] = []
+
+    async def run(self, streams: list[Stream], handle: ReplyHandler) -> None:
+        """Send every stream's GETs until `handle` says each one is done."""
+        ready: deque[Stream] = deque(streams)
+        waiting: list[tuple[float, int, Stream]] = []
+        order = itertools.count()
+        in_flight: Counter[str] = Counter()
+        active: dict[asyncio.Task[list[BatchReply]], list[Stream]] = {}
+        while ready or waiting or active:
+            now = time.monotonic()
+            while waiting and waiting[0][0] <= now:
+                ready.append(heapq.heappop(waiting)[2])
+            while ready and len(active) < self.max_batches_in_flight:
+                picked = self._pick(ready, in_flight)
+                if not picked:
+                    break
+                active[asyncio.ensure_future(self.exchange(picked))] = picked
+            timeout = max(waiting[0][0] - time.monotonic(), 0.0) if waiting else None
+            if not active:
+                await asyncio.sleep(timeout or 0.0)
+                continue
+            done, _ = await asyncio.wait(active, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                picked = active.pop(task)
+                for stream, reply in zip(picked, task.result(), strict=True):
+                    in_flight[stream.mailbox_id] -= 1
+                    delay = handle(stream, reply)
+                    if delay is None:
+                        continue
+                    if delay <= 0:
+                        ready.append(stream)
+                    else:
+                        heapq.heappush(waiting, (time.monotonic() + delay, next(order), stream))
+
+    def _pick(self, ready: deque[Stream], in_flight: Counter[str]) -> list[Stream]:
+        """Up to BATCH_LIMIT ready streams, all mail or none, within each mailbox's limit."""
+        picked: list[Stream] = []
+        skipped: list[Stream] = []
+        while ready and len(picked) < BATCH_LIMIT:
+            stream = ready.popleft()
+            if (in_flight[stream.mailbox_id] < self.mailbox_concurrency
+                    and (not picked or picked[0].delta == stream.delta)):
+                in_flight[stream.mailbox_id] += 1
+                picked.append(stream)
+            else:
+                skipped.append(stream)
+        ready.extendleft(reversed(skipped))
+        return picked
+
+    async def exchange(self, picked: list[Stream]) -> list[BatchReply]:
+        """One $batch for these streams (all mail, or none): each one's reply. Pages of mail
+        are parsed on a worker thread (wire.parse_mail_batch), their rows kept in `mail`
+        under the stream numbers."""
+        items = [(str(i), stream.url, stream.headers) for i, stream in enumerate(picked)]
+        try:
+            response = await self.session.post_batch(items)
+        except GuardError as exc:
+            if exc.exit_code != ExitCode.HOST_UNREACHABLE:
+                raise
+            # transport errors outlived the request's retries: these streams retry
+            # on their own count and end uncovered, rather than ending the whole run
+            return [BatchReply(503, {}, None)] * len(picked)
+        if not picked[0].delta:
+            return batch_replies(response, len(picked))
+        parsed = None
+        if response.status_code == 200:
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                self.decoder, wire.parse_mail_batch, response.content)
+        replies, messages, recipients = mail_replies(
+            response, [stream.number for stream in picked], parsed)
+        self.mail.append((messages, recipients))
+        return replies
