@@ -83,8 +83,14 @@ def lookup(keys: pd.Series, mapping: pd.Series, default: str = "") -> pd.Series:
 
 
 def domain_of(addresses: pd.Series) -> pd.Series:
-    """The part after the last @ of normalised addresses ("" when there is none)."""
-    return addresses.str.rpartition("@")[2].astype(STRING)
+    """The part after the last @ of normalised addresses ("" when there is none). Computed per
+    distinct value, so an empty column (every forwarding cleared) is just an empty result."""
+    codes, uniques = pd.factorize(addresses.fillna(""))
+    domains = pd.array([str(value).rpartition("@")[2] if "@" in str(value) else ""
+                        for value in uniques], dtype=STRING)
+    if len(codes) == 0:
+        return pd.Series([], dtype=STRING, index=addresses.index)
+    return pd.Series(domains.take(codes), index=addresses.index)
 
 
 def normalise_name(name: str) -> str:

@@ -14,8 +14,10 @@ from rule_builders import AMY, DOMAIN, JANE, OFFICE, TOM, Mail, collected, make_
 
 from m365guard import tables
 from m365guard.directory import (
+    STRING,
     build_directory,
     classify_users,
+    domain_of,
     normalise_address,
     normalise_addresses,
     normalise_name,
@@ -124,3 +126,10 @@ def test_ambiguous_display_names_match_nobody(tmp_path: Path) -> None:
                                         "display_name": "Jane Smith"}])
     data = tables.Collected(**{**data.tables, "users": pd.concat([users, twin])})
     assert _entry(build_directory(data, policy), "jane.copy@gmail.com")["person_id"] == ""
+
+
+def test_domain_of_empty_and_odd_addresses() -> None:
+    """An empty column (every forwarding cleared) and text without an @ never raise."""
+    assert domain_of(pd.Series([], dtype=STRING)).empty
+    got = domain_of(pd.Series(["a@b.com", "nobody", "", "x@y@z.org"], dtype=STRING))
+    assert list(got) == ["b.com", "", "", "z.org"]

@@ -72,11 +72,15 @@ def _inbox_rules(data: RuleInput, policy: Policy, severity: str) -> pd.DataFrame
     if forwards.empty:
         return tables.empty("findings")
     kind = target_kind(data, policy, forwards["address"])
-    outside = forwards[kind.isin(["personal", "external"])].assign(kind=kind)
-    level = np.where(~outside["is_enabled"], "info",
-                     np.where(outside["kind"] == "personal", severity, "medium"))
-    state = np.where(outside["is_enabled"], "", " (the rule is turned off)")
-    described = np.where(outside["kind"] == "personal", "a personal address", "outside the school")
+    leaves = kind.isin(["personal", "external"]).to_numpy()
+    if not leaves.any():
+        return tables.empty("findings")
+    outside = forwards[leaves].assign(kind=kind[leaves])
+    enabled = outside["is_enabled"].fillna(True).to_numpy(bool)
+    personal = (outside["kind"] == "personal").to_numpy()
+    level = np.where(~enabled, "info", np.where(personal, severity, "medium"))
+    state = np.where(enabled, "", " (the rule is turned off)")
+    described = np.where(personal, "a personal address", "outside the school")
     rows = pd.DataFrame({
         "severity": level, "occurred_at": pd.NaT, "actor": outside["mailbox"],
         "actor_role": "staff", "counterparts": outside["address"].str.lower(),
@@ -97,18 +101,22 @@ def _mailbox_forwarding(data: RuleInput, policy: Policy, severity: str) -> pd.Da
               .sort_values("observed_at", kind="stable").drop_duplicates("mailbox_key",
                                                                           keep="last"))
     address = latest["address"].str.strip().str.replace(r"^(?i:smtp:)", "", regex=True)
-    latest = latest.assign(target=address.str.lower())
-    latest = latest[latest["target"] != ""]
+    latest = latest.assign(target=address.fillna("").str.lower())
+    latest = latest[(latest["target"] != "").to_numpy(bool)]  # cleared: no forwarding now
     kind = target_kind(data, policy, latest["target"])
-    latest = latest[kind.isin(["personal", "external"])].assign(kind=kind)
-    also_keeps = np.where(latest["deliver_and_forward"], " (and keeps a copy)", "")
+    leaves = kind.isin(["personal", "external"]).to_numpy()
+    if not leaves.any():
+        return tables.empty("findings")
+    latest = latest[leaves].assign(kind=kind[leaves])
+    personal = (latest["kind"] == "personal").to_numpy()
+    also_keeps = np.where(latest["deliver_and_forward"].fillna(False).to_numpy(bool),
+                          " (and keeps a copy)", "")
     return pd.DataFrame({
-        "severity": np.where(latest["kind"] == "personal", severity, "medium"),
+        "severity": np.where(personal, severity, "medium"),
         "occurred_at": latest["observed_at"], "actor": latest["mailbox"], "actor_role": "staff",
         "counterparts": latest["target"], "object_type": "mailbox_forwarding",
         "object_id": latest["mailbox"] + "/" + latest["target"],
         "summary": "The mailbox " + latest["mailbox"] + " forwards all mail to "
-        + latest["target"] + also_keeps + np.where(latest["kind"] == "personal",
-                                                   ", a personal address.",
+        + latest["target"] + also_keeps + np.where(personal, ", a personal address.",
                                                    ", outside the school."),
     })
