@@ -7,9 +7,11 @@ import logging
 import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from m365guard import __version__
 from m365guard.errors import ExitCode, GuardError
+from m365guard.logs import printable
 
 # One module per command group; each defines `register(app)`.
 COMMAND_MODULES = (
@@ -51,6 +53,13 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _usage_line(exc: UsageError) -> str:
+    """Click's usage error as one line: the command, what is wrong, where the help is."""
+    command = exc.ctx.command_path if exc.ctx is not None else "m365guard"
+    what = " ".join(exc.format_message().split())  # click lists choices on lines of their own
+    return f"error: {command}: {what} (see `{command} --help`)"
+
+
 def run() -> None:
     """Console-script entry: one line for user errors, a logged traceback for bugs."""
     try:
@@ -58,20 +67,25 @@ def run() -> None:
         # it; dropping it would turn every exit code (3: new findings, 4: partial) into 0.
         code = app(standalone_mode=False)
     except GuardError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {printable(exc.message)}", err=True)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:  # a group named without its command: its help
+        exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    except UsageError as exc:  # typer bundles its own click: these are its exception types
+        typer.echo(printable(_usage_line(exc)), err=True)
+        sys.exit(int(ExitCode.USAGE))
+    except ClickException as exc:
+        typer.echo(f"error: {printable(exc.format_message())}", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    except Exception as exc:  # a bug
         logging.getLogger("m365guard").exception("internal error")
-        typer.echo(f"internal error: {type(exc).__name__}: {exc} (see the log)", err=True)
+        typer.echo(printable(f"internal error: {type(exc).__name__}: {exc} (see the log)"),
+                   err=True)
         sys.exit(int(ExitCode.INTERNAL_ERROR))
     sys.exit(code if isinstance(code, int) else 0)
