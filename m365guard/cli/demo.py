@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from m365guard.config import load_policy
 from m365guard.errors import ExitCode, GuardError
-from m365guard.logs import setup_logging
-from m365guard.pipeline import NightlyOutcome
+
+if TYPE_CHECKING:
+    from m365guard.pipeline import NightlyOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
         Starts the local Graph tenant with the small synthetic school (Manby Lodge) in-process
         and writes everything to --out.
         """
+        from m365guard.config import load_policy
         from m365guard.demo import run_demo
+        from m365guard.logs import setup_logging
 
         policy = load_policy(config)
         if out.exists() and any(out.iterdir()):

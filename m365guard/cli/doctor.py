@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from m365guard.config import Policy, load_policy
 from m365guard.errors import ExitCode
-from m365guard.graph.doctor import DoctorCheck, run_doctor
-from m365guard.graph.permissions import REQUIRED_PERMISSIONS
-from m365guard.graph.settings import TenantSection, resolve_connection
+
+if TYPE_CHECKING:  # msal, the SDK and rich load when the doctor runs, not for --help
+    from rich.console import Console
+
+    from m365guard.config import Policy
+    from m365guard.graph.doctor import DoctorCheck
 
 
 def kinds_for_policy(policy: Policy | None) -> set[str]:
     """The data kinds (REQUIRED_PERMISSIONS keys) the enabled checks read; all without a policy."""
+    from m365guard.graph.permissions import REQUIRED_PERMISSIONS
+
     if policy is None:
         return set(REQUIRED_PERMISSIONS)
     recognise = set(policy.people.recognise)
@@ -42,6 +44,8 @@ def kinds_for_policy(policy: Policy | None) -> set[str]:
 
 def print_checks(checks: list[DoctorCheck], console: Console) -> None:
     """The pass/fail table with the fix for every failing line."""
+    from rich.table import Table
+
     table = Table(show_lines=False)
     for column in ("check", "result", "detail", "fix"):
         table.add_column(column, overflow="fold")
@@ -60,6 +64,12 @@ def register(app: typer.Typer) -> None:
             "--config", help="policies.toml (default: ./policies.toml if present).")] = None,
     ) -> None:
         """Check configuration, authority, token, permissions and one call per endpoint."""
+        from rich.console import Console
+
+        from m365guard.config import load_policy
+        from m365guard.graph.doctor import run_doctor
+        from m365guard.graph.settings import TenantSection, resolve_connection
+
         path = config if config is not None else Path("policies.toml")
         policy = load_policy(path) if config is not None or path.is_file() else None
         section = policy.tenant if policy is not None else TenantSection()

@@ -10,14 +10,16 @@ from __future__ import annotations
 import importlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from m365guard.emulator.faults import FaultConfig
-from m365guard.emulator.server import EmulatorSettings
-from m365guard.emulator.state import Tenant
-from m365guard.emulator.tls import write_private
 from m365guard.errors import ExitCode, GuardError
+
+if TYPE_CHECKING:  # the emulator (starlette, uvicorn, the synthetic school) loads to serve
+    from m365guard.emulator.faults import FaultConfig
+    from m365guard.emulator.server import EmulatorSettings
+    from m365guard.emulator.state import Tenant
 
 GENERATED_SIZES = ("small", "medium", "large")
 SETTINGS_OUT_OPTION = typer.Option(
@@ -28,6 +30,8 @@ WORKDIR_OPTION = typer.Option(
 
 def load_school(school: str, seed: int) -> Tenant:
     """A generated school by size, or a tenant file (.json or .json.gz)."""
+    from m365guard.emulator.state import Tenant
+
     if school in GENERATED_SIZES:
         synth = importlib.import_module("m365guard.emulator.synth")
         return Tenant.from_document(synth.generate(school, seed).tenant)
@@ -41,6 +45,8 @@ def load_school(school: str, seed: int) -> Tenant:
 def fault_config(*, seed: int, error_rate: float, latency_ms: float, reset_rate: float,
                  slow_rate: float, slow_seconds: float, batch_throttle_rate: float,
                  concurrency: int, budget: int, budget_window: float) -> FaultConfig:
+    from m365guard.emulator.faults import FaultConfig
+
     try:
         return FaultConfig(seed=seed, error_rate=error_rate, latency_ms=latency_ms,
                            reset_rate=reset_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
@@ -88,6 +94,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a tenant over HTTPS on 127.0.0.1 until Ctrl-C."""
         from m365guard.emulator.server import serve as run_server
+        from m365guard.emulator.tls import write_private
 
         faults = fault_config(seed=seed, error_rate=error_rate, latency_ms=latency_ms,
                               reset_rate=reset_rate, slow_rate=slow_rate,

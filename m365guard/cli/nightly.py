@@ -8,15 +8,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from m365guard.config import load_policy
-from m365guard.graph.settings import resolve_connection
-from m365guard.logs import setup_logging
-from m365guard.pipeline import ProgressSink, run_nightly
+if TYPE_CHECKING:  # the pipeline, Graph and rich load when the job runs, not for --help
+    from m365guard.pipeline import ProgressSink
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +22,8 @@ log = logging.getLogger(__name__)
 def progress_sink() -> Iterator[ProgressSink]:
     """A rich progress bar on a terminal; a log line every 10% when run by a scheduler."""
     if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
             task = bar.add_task("reading mailboxes", total=None)
@@ -63,6 +62,11 @@ def register(app: typer.Typer) -> None:
         Exit codes: 0 clean, 3 new high-severity findings, 4 partial run, 5 already running,
         6 configuration error, 10-15 connection and permission errors (README.md).
         """
+        from m365guard.config import load_policy
+        from m365guard.graph.settings import resolve_connection
+        from m365guard.logs import setup_logging
+        from m365guard.pipeline import run_nightly
+
         policy = load_policy(config)
         out_dir = out or policy.output.dir
         setup_logging(out_dir / "m365guard.log", verbose=verbose)

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from m365guard.config import RULE_IDS, load_policy
-
 
 def register(app: typer.Typer) -> None:
     """Add the policy command group."""
@@ -21,6 +19,8 @@ def register(app: typer.Typer) -> None:
                           ] = Path("policies.toml"),
     ) -> None:
         """Validate the policy file; print a summary, or one line saying what to fix."""
+        from m365guard.config import RULE_IDS, load_policy
+
         policy = load_policy(config)
         enabled = [rule_id for rule_id in RULE_IDS if policy.rules.for_rule(rule_id).enabled]
         rosters = [str(path) for path in (policy.people.staff_roster, policy.people.parent_roster)

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from m365guard.clauses import clause_texts
-from m365guard.config import Policy, load_policy
 from m365guard.errors import ExitCode, GuardError
-from m365guard.reports.audit import build_audit_pack, clause_coverage
-from m365guard.reports.csvfile import write_csv
-from m365guard.reports.weekly import IsoWeek, weekly_from_state
-from m365guard.rules import RULES, rule_titles
-from m365guard.state import FindingStatus, StateDB
+
+if TYPE_CHECKING:  # pandas, the state and the reports load when a command runs, not for --help
+    from m365guard.config import Policy
+    from m365guard.state import FindingStatus, StateDB
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The policies.toml to use.")
@@ -33,6 +30,8 @@ DEFAULT_CONFIG = Path("policies.toml")
 
 def _open_state(policy: Policy) -> StateDB:
     """The existing state file; a missing one means no night has run yet."""
+    from m365guard.state import StateDB
+
     if not policy.state.path.exists():
         raise GuardError(
             f"no state file at {policy.state.path} yet; run `m365guard nightly` first"
@@ -59,6 +58,10 @@ def register(app: typer.Typer) -> None:
             "--week", help="ISO week such as 2025-W10 (default: the last complete week).")] = None,
     ) -> None:
         """Write the weekly summary CSVs and the one-page HTML for the headteacher."""
+        from m365guard.config import load_policy
+        from m365guard.reports.weekly import IsoWeek, weekly_from_state
+        from m365guard.rules import rule_titles
+
         policy = load_policy(config)
         chosen = IsoWeek.parse(week) if week else None
         with _open_state(policy) as db:
@@ -76,6 +79,11 @@ def register(app: typer.Typer) -> None:
         out: OutOption = None,
     ) -> None:
         """Build the audit pack (folder and zip) for the policy review and the governors."""
+        from m365guard.clauses import clause_texts
+        from m365guard.config import load_policy
+        from m365guard.reports.audit import build_audit_pack, clause_coverage
+        from m365guard.rules import RULES
+
         policy = load_policy(config)
         start, end = _parse_day(period_from, "--from"), _parse_day(period_to, "--to")
         with _open_state(policy) as db:
@@ -98,13 +106,16 @@ def register(app: typer.Typer) -> None:
             "--out", help="Write every column to this CSV instead of printing.")] = None,
     ) -> None:
         """Show findings (ids for `findings ack`), highest severity first."""
+        from m365guard.config import load_policy
+        from m365guard.reports.csvfile import write_csv
+
         if status not in ("open", "resolved", "acknowledged", "all"):
             raise GuardError(f"--status {status!r}: use open, resolved, acknowledged or all",
                              ExitCode.USAGE)
         policy = load_policy(config)
         with _open_state(policy) as db:
             table = db.findings() if status == "all" else db.findings(
-                status=cast(FindingStatus, status))
+                status=cast("FindingStatus", status))
         if out is not None:
             typer.echo(str(write_csv(table, out)))
             return
@@ -127,6 +138,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = DEFAULT_CONFIG,
     ) -> None:
         """Acknowledge a finding: it leaves the open list and stays acknowledged if seen again."""
+        from m365guard.config import load_policy
+
         policy = load_policy(config)
         with _open_state(policy) as db:
             db.ack(finding_id, by, reason, datetime.now(UTC))
