@@ -83,7 +83,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "created_at": TS,
         "last_updated_at": TS,
     },
-    # the chat's members (aadUserConversationMember); roles joined with ";" ("owner", "guest").
+    # the chat's members; roles joined with ";" ("owner", "guest"). non_entra_type: "" for an
+    # Entra user (aadUserConversationMember), else the conversationMember subtype
+    # ("microsoftAccountUserConversationMember", "anonymousGuestConversationMember", ...):
+    # such a member is never a school account.
     "chat_members": {
         "chat_id": STR,
         "user_id": STR,
@@ -91,6 +94,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "display_name": STR,
         "tenant_id": STR,
         "roles": STR,
+        "non_entra_type": STR,
     },
     # Mailbox-level forwarding, from the audit log (Set-Mailbox ForwardingSmtpAddress /
     # ForwardingAddress) or an imported Get-EXOMailbox export. address is "" when forwarding

@@ -34,10 +34,15 @@ class FaultConfig:
     budget_requests: int = 10_000  # requests per app and mailbox per window
     budget_window_s: float = 600.0
     retry_after_s: tuple[float, ...] = (1.0, 2.128)  # Retry-After for random 429s
+    # fraction of injected 502/503/504 answered by a gateway's HTML page, not Graph's JSON
+    # envelope (what a load balancer in front of Graph sends; throttling-limits.md asks
+    # clients to retry 503s whatever their body)
+    html_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,
-                 self.batch_item_throttle_rate, self.empty_delta_page_rate)
+                 self.batch_item_throttle_rate, self.empty_delta_page_rate,
+                 self.html_error_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates):
             raise ValueError("fault rates must be between 0 and 1")
         if self.error_rate + self.reset_rate + self.slow_rate > 1.0:
@@ -128,6 +133,10 @@ class FaultEngine:
             if roll < config.slow_rate:
                 return FaultKind.SLOW, 0
             return FaultKind.NONE, 0
+
+    def html_error(self) -> bool:
+        with self._lock:
+            return self._rng.random() < self.config.html_error_rate
 
     def retry_after(self) -> str:
         with self._lock:

@@ -36,7 +36,7 @@ TOKEN_LIFETIME_S = 3599
 LEAST_PRIVILEGE_ROLES = (
     "User.Read.All",
     "GroupMember.Read.All",
-    "EduRoster.ReadBasic.All",
+    "EduRoster.Read.All",
     "Mail.ReadBasic.All",
     "MailboxSettings.Read",
     "Chat.ReadBasic.All",

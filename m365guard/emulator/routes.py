@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -42,7 +42,8 @@ SKUS_READ = ("Organization.Read.All", "LicenseAssignment.Read.All", "Directory.R
              "Directory.ReadWrite.All", "Organization.ReadWrite.All")
 GROUPS_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All",
                "Directory.Read.All", "Directory.ReadWrite.All")
-EDU_READ = ("EduRoster.ReadBasic.All", "EduRoster.Read.All", "EduRoster.ReadWrite.All")
+# educationuser-list.md: application EduRoster.Read.All or ReadWrite.All; ReadBasic is not enough
+EDU_READ = ("EduRoster.Read.All", "EduRoster.ReadWrite.All")
 MAIL_READ = ("Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite")
 SETTINGS_READ = ("MailboxSettings.Read", "MailboxSettings.ReadWrite")
 CHATS_READ = ("Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All")
@@ -252,6 +253,8 @@ class GraphGate:
         codes = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
                  503: "ServiceUnavailable", 504: "GatewayTimeout"}
         headers = {}
+        if status in (502, 503, 504) and self.service.faults.html_error():
+            return h.GraphResponse(status, HtmlPage(status))
         if status == 429:
             self.stats.bump("throttled")
             headers["Retry-After"] = self.service.faults.retry_after()
@@ -310,6 +313,7 @@ class GraphGate:
             path = path.removeprefix("/v1.0")
         elif not path.startswith("/"):
             path = "/" + path
+        path = unquote(path)  # percent-encoded segments (a chat id's ':' and '@'), as HTTP's
         body = item.get("body")
         return h.GraphRequest(
             method=str(item.get("method", "GET")).upper(),
@@ -325,8 +329,23 @@ class GraphGate:
                    "client-request-id": request.client_request_id, **response.headers}
         if response.body is None:
             return Response(status_code=response.status, headers=headers)
+        if isinstance(response.body, HtmlPage):
+            return Response(response.body.html(), status_code=response.status, headers=headers,
+                            media_type="text/html; charset=utf-8")
         return Response(orjson.dumps(response.body), status_code=response.status,
                         headers=headers, media_type=JSON_TYPE)
+
+
+@dataclass(frozen=True)
+class HtmlPage:
+    """A gateway's error page (not JSON), as load balancers in front of Graph send."""
+
+    status: int
+
+    def html(self) -> bytes:
+        return (f"<html><head><title>{self.status} Service Unavailable</title></head><body>"
+                f"<h1>{self.status}</h1><p>The gateway could not reach the service.</p>"
+                "</body></html>").encode()
 
 
 def depends_on(item: dict[str, Any]) -> list[str]:

@@ -178,7 +178,10 @@ class Tenant:
         self._now = parse_time(doc["clock"]["start"])
         self.skus: list[Json] = [public(s) for s in doc.get("subscribedSkus", [])]
         self.users: list[Json] = [public(u) for u in doc.get("users", [])]
-        self.has_mailbox = {u["id"]: bool(u.get("x-hasMailbox", True)) for u in doc["users"]}
+        # a B2B guest (#EXT# in the UPN) has no mailbox in this tenant: Exchange answers
+        # MailboxNotEnabledForRESTAPI, as for any user without one
+        self.has_mailbox = {u["id"]: bool(u.get("x-hasMailbox", "#EXT#" not in str(
+            u.get("userPrincipalName", "")).upper())) for u in doc["users"]}
         self.users_by_id = {u["id"]: u for u in self.users}
         self.users_by_upn = {u["userPrincipalName"].lower(): u for u in self.users}
         self.groups: list[Json] = [public(g) for g in doc.get("groups", [])]

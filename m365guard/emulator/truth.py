@@ -197,6 +197,9 @@ def _chats(chats: list[Json], now: datetime) -> tuple[pd.DataFrame, pd.DataFrame
                 members["display_name"].append(member.get("displayName") or "")
                 members["tenant_id"].append(member.get("tenantId") or "")
                 members["roles"].append(";".join(member.get("roles") or []))
+                kind = str(member.get("@odata.type") or "").removeprefix("#microsoft.graph.")
+                members["non_entra_type"].append(
+                    "" if kind in ("", "aadUserConversationMember") else kind)
     return _frame("chats", rows), _frame("chat_members", members)
 
 

@@ -55,6 +55,7 @@ class Stream:
     items: int = 0
     round_trips: int = 0  # replies received, retries and resyncs included
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    chat_id: str = ""  # the chat whose full member list a chatMembers stream reads
 
     def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}
@@ -72,10 +73,16 @@ class BatchScheduler:
         self.mailbox_concurrency = mailbox_concurrency
         # each mail $batch's (messages, recipients) tables, as decoded (see mail_replies)
         self.mail: list[tuple[pa.Table, pa.Table]] = []
+        self.ready: deque[Stream] = deque()
+
+    def add(self, stream: Stream) -> None:
+        """A stream found while reading (a chat's full member list), sent with the rest."""
+        self.ready.append(stream)
 
     async def run(self, streams: list[Stream], handle: ReplyHandler) -> None:
         """Send every stream's GETs until `handle` says each one is done."""
-        ready: deque[Stream] = deque(streams)
+        ready = self.ready
+        ready.extend(streams)
         waiting: list[tuple[float, int, Stream]] = []
         order = itertools.count()
         in_flight: Counter[str] = Counter()

@@ -284,9 +284,14 @@ class GraphSession:
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def get_json(self, info: RequestInformation) -> tuple[int, Any]:
-        """Send a GET and decode the raw body with orjson."""
+        """Send a request and decode the raw body with orjson. A body that is not a JSON object
+        (a gateway's HTML error page, a truncated body) is None; a success without one reads
+        as a 502, so every call path treats it as the transient fault it is."""
         response = await self.send(info)
-        return response.status_code, orjson.loads(response.content) if response.content else None
+        body = json_object(response.content)
+        if 200 <= response.status_code < 300 and body is None:
+            return 502, None
+        return response.status_code, body
 
     async def post_batch(
         self, items: Sequence[tuple[str, str, Mapping[str, str]]]
@@ -367,6 +372,15 @@ def mail_replies(response: httpx.Response, streams: Sequence[int], parsed: pa.Ta
 
 def _item_index(item_id: str | None, count: int) -> int | None:
     return int(item_id) if item_id and item_id.isdigit() and int(item_id) < count else None
+
+
+def json_object(content: bytes) -> dict[str, Any] | None:
+    """A body decoded as a JSON object, or None (empty, HTML, truncated, an array)."""
+    try:
+        body = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def error_code(body: Any) -> tuple[str, str]:

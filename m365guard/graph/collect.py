@@ -34,7 +34,7 @@ from m365guard.graph.audit import AuditReader
 from m365guard.graph.batch import BatchScheduler
 from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.directory import DirectoryReader
-from m365guard.graph.mailboxes import MailboxStreams, ProgressSink
+from m365guard.graph.mailboxes import MailboxStreams, ProgressSink, is_guest
 from m365guard.graph.pages import frame, mail_tables
 from m365guard.graph.sink import RowSink
 
@@ -100,6 +100,7 @@ class _Night:
         self.scheduler = BatchScheduler(
             session, decoder, max_batches_in_flight=request.max_batches_in_flight,
             mailbox_concurrency=request.mailbox_concurrency)
+        self.streams.spawn = self.scheduler.add
         self.audit = AuditReader(session, self.sink, self.directory,
                                  poll_seconds=request.audit_poll_seconds,
                                  timeout_seconds=request.audit_timeout_seconds)
@@ -121,8 +122,10 @@ class _Night:
                 for upn, user_id in mailboxes for folder in request.folders]
         if request.include_rules:
             todo.extend(streams.rules_stream(upn, user_id) for upn, user_id in mailboxes)
-        if request.include_chats:  # Teams chats need no Exchange mailbox
-            todo.extend(streams.chats_stream(upn, user_id) for upn, user_id in everyone)
+        if request.include_chats:  # Teams chats need no Exchange mailbox; a guest's chats
+            # with the school are read through the school's members
+            todo.extend(streams.chats_stream(upn, user_id) for upn, user_id in everyone
+                        if not is_guest(upn))
         streams.total += len(todo)
         reading = self.scheduler.run(todo, streams.handle)
         if request.include_audit:

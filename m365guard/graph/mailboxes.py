@@ -22,7 +22,7 @@ from m365guard.graph import wire
 from m365guard.graph.audit import iso
 from m365guard.graph.batch import Stream
 from m365guard.graph.client import RETRYABLE_STATUS, BatchReply, GraphSession, error_code
-from m365guard.graph.pages import take_page
+from m365guard.graph.pages import CHAT_MEMBERS, take_page
 from m365guard.graph.sink import RowSink, failure_reason
 
 MESSAGE_FIELDS = (
@@ -33,6 +33,14 @@ NO_MAILBOX_RECHECK = dt.timedelta(days=7)
 USER_SLOT = "m365guard-user-slot"  # stands for the user id in a per-mailbox URL template
 SYNC_STATE_GONE = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
 ProgressSink = Callable[[int, int], None]
+# a B2B guest's UPN carries #EXT# (user-list.md); their mailbox, if any, is in their own tenant
+GUEST_MARK = "#EXT#"
+GUEST_REASON = f"{tables.NOT_ASKED}: a guest ({GUEST_MARK}) has no mailbox in this tenant"
+
+
+def is_guest(upn: str) -> bool:
+    """A B2B guest account (never read: it has no mailbox or chats list in this tenant)."""
+    return GUEST_MARK in upn.upper()
 
 
 class MailboxStreams:
@@ -53,6 +61,8 @@ class MailboxStreams:
         self.url_templates: dict[str, str] = {}  # per-mailbox URLs, see user_url
         self.finished = 0
         self.total = 0
+        self.spawn: Callable[[Stream], None] = lambda stream: None  # the scheduler's add
+        self.members_asked: set[str] = set()  # chats whose full member list is being read
 
     def user_url(self, key: str, user_id: str, build: Callable[[str], str]) -> str:
         """A per-mailbox URL. The SDK's builders expand their URI template once per kind, for a
@@ -103,6 +113,15 @@ class MailboxStreams:
         url = self.user_url("chats", user_id, build)
         return Stream(upn, user_id, "chats", url, url, {}, delta=False)
 
+    def chat_members_stream(self, upn: str, chat_id: str) -> Stream:
+        """One chat's full member list (chat-list-members.md: one page, no query options)."""
+        def build(slot: str) -> str:
+            return str(self.session.client.chats.by_chat_id(slot).members
+                       .to_get_request_information().url)
+
+        url = self.user_url(CHAT_MEMBERS, chat_id, build)
+        return Stream(upn, chat_id, CHAT_MEMBERS, url, url, {}, delta=False, chat_id=chat_id)
+
     def skip(self, stream: Stream, reason: object) -> None:
         """One item of the stream left out (counted and logged)."""
         self.sink.skip(stream.kind, stream.mailbox, reason)
@@ -141,8 +160,11 @@ class MailboxStreams:
                 self.finish(stream, "failed", f"retries exhausted (HTTP {reply.status} {code})")
                 return None
             return self.session.retry.backoff(stream.attempts, reply.retry_after)
-        self.finish(stream, "failed", failure_reason(
-            "messages" if stream.delta else stream.kind, reply.status, body))
+        # a chat's members are read with the chats' permission (chat-list-members.md lists
+        # Chat.ReadBasic.All among those that serve it)
+        kind = "messages" if stream.delta else "chats" if stream.kind == CHAT_MEMBERS \
+            else stream.kind
+        self.finish(stream, "failed", failure_reason(kind, reply.status, body))
         return None
 
     def _page(self, stream: Stream, reply: BatchReply) -> float | None:
@@ -155,7 +177,11 @@ class MailboxStreams:
             next_link, delta_link = page.next_link, page.delta_link
         else:
             body: Any = reply.body if isinstance(reply.body, dict) else {}
-            take_page(stream, body, self.skip)
+            for chat_id in take_page(stream, body, self.skip):
+                if chat_id not in self.members_asked:
+                    self.members_asked.add(chat_id)
+                    self.total += 1
+                    self.spawn(self.chat_members_stream(stream.mailbox, chat_id))
             next_link, delta_link = body.get("@odata.nextLink"), None
         if next_link:
             stream.url = self.session.relative(next_link)
@@ -176,9 +202,13 @@ class MailboxStreams:
         $batch item per folder a night, which alone would make a quiet night cost more than
         0.1 requests per mailbox); their coverage says so, for each of `kinds`. Once asked
         again, their mail is read from that check on, so a mailbox created in between loses
-        nothing."""
+        nothing. Guests are never asked: they have no mailbox here."""
         asked: list[tuple[str, str]] = []
         for upn, user_id in mailboxes:
+            if is_guest(upn):
+                for kind in kinds:
+                    self.sink.cover(upn, kind, "no_mailbox", GUEST_REASON, 0)
+                continue
             checked = without_mailbox.get(upn)
             if checked is None or now - checked >= NO_MAILBOX_RECHECK:
                 asked.append((upn, user_id))

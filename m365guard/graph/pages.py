@@ -20,6 +20,11 @@ from m365guard import tables
 from m365guard.graph.batch import Stream
 
 RULE_ACTIONS = ("forwardTo", "redirectTo", "forwardAsAttachmentTo")
+# chat-list.md (known issue): `$expand=members` returns at most 25 members, whatever $top says;
+# a chat listing that many is read again through /chats/{id}/members (chat-list-members.md)
+EXPANDED_MEMBERS_CAP = 25
+CHAT_MEMBERS = "chatMembers"  # the stream kind of one chat's full member list
+ENTRA_MEMBER = "aadUserConversationMember"
 Rows = dict[str, list[tuple[Any, ...]]]
 SkipItem = Callable[[Stream, object], None]  # one item left out of a stream, and why
 
@@ -46,26 +51,47 @@ def address(recipient: Any) -> tuple[str, str]:
     return text(email.get("address")), text(email.get("name"))
 
 
-def take_page(stream: Stream, body: Any, skip: SkipItem) -> None:
-    """Decode one page of inbox rules or chats into the stream's rows; a malformed item is
-    left out through `skip`, and the rest of the page is kept."""
+def take_page(stream: Stream, body: Any, skip: SkipItem) -> list[str]:
+    """Decode one page of inbox rules, chats or one chat's members into the stream's rows; a
+    malformed item is left out through `skip`, and the rest of the page is kept. Returns the
+    chats whose expanded member list may have been cut (EXPANDED_MEMBERS_CAP)."""
     values = items(body.get("value")) if isinstance(body, dict) else []
+    cut: list[str] = []
     for item in values:
         rows: Rows = {}
         try:
             if not isinstance(item, dict):
                 raise MalformedItem(f"an item is {type(item).__name__}, not an object")
-            _take_item(stream, item, rows)
+            if stream.kind == CHAT_MEMBERS:
+                rows["chat_members"] = [_member_row(stream.chat_id, item)]
+            elif _take_item(stream, item, rows):
+                cut.append(text(item.get("id")))
         except (MalformedItem, AttributeError, TypeError, ValueError) as exc:
             skip(stream, exc)
             continue
         for name, new_rows in rows.items():
             stream.rows.setdefault(name, []).extend(new_rows)
     stream.items += len(values)
+    return cut
 
 
-def _take_item(stream: Stream, item: dict[str, Any], rows: Rows) -> None:
-    """The rows of one inbox rule or chat."""
+def member_kind(member: dict[str, Any]) -> str:
+    """"" for an Entra user (aadUserConversationMember, or no type given), otherwise the
+    conversationMember subtype: a Teams personal account, an anonymous guest, a phone user...
+    none of which is a school account (v1.0 metadata)."""
+    odata_type = text(member.get("@odata.type")).removeprefix("#").removeprefix(
+        "microsoft.graph.")
+    return "" if odata_type in ("", ENTRA_MEMBER) else odata_type
+
+
+def _member_row(chat_id: str, member: dict[str, Any]) -> tuple[Any, ...]:
+    return (chat_id, text(member.get("userId")), text(member.get("email")),
+            text(member.get("displayName")), text(member.get("tenantId")),
+            ";".join(text(r) for r in items(member.get("roles"))), member_kind(member))
+
+
+def _take_item(stream: Stream, item: dict[str, Any], rows: Rows) -> bool:
+    """The rows of one inbox rule or chat; True when a chat's members may have been cut."""
     if stream.kind == "messageRules":
         out = rows.setdefault("rule_forwards", [])
         actions = item.get("actions")
@@ -76,19 +102,16 @@ def _take_item(stream: Stream, item: dict[str, Any], rows: Rows) -> None:
                 out.append((stream.mailbox_id, stream.mailbox, text(item.get("id")),
                             text(item.get("displayName")), bool(item.get("isEnabled")),
                             action, rule_address, name))
-        return
+        return False
     chats, members = rows.setdefault("chats", []), rows.setdefault("chat_members", [])
     chat_id = text(item.get("id"))
     if not chat_id:
         raise MalformedItem("a chat without an id")
     chats.append((chat_id, text(item.get("chatType")), text(item.get("topic")),
                   item.get("createdDateTime"), item.get("lastUpdatedDateTime")))
-    for member in items(item.get("members")):
-        if not isinstance(member, dict):
-            continue
-        members.append((chat_id, text(member.get("userId")), text(member.get("email")),
-                        text(member.get("displayName")), text(member.get("tenantId")),
-                        ";".join(text(r) for r in items(member.get("roles")))))
+    listed = [member for member in items(item.get("members")) if isinstance(member, dict)]
+    members.extend(_member_row(chat_id, member) for member in listed)
+    return len(listed) >= EXPANDED_MEMBERS_CAP
 
 
 def mail_tables(batches: list[tuple[pa.Table, pa.Table]], read_in_full: Mapping[int, Stream],

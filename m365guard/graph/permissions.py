@@ -13,7 +13,7 @@ REQUIRED_PERMISSIONS: dict[str, str] = {
     "users": "User.Read.All",  # GET /users
     "skus": "LicenseAssignment.Read.All",  # GET /subscribedSkus
     "group_members": "GroupMember.Read.All",  # GET /groups/{id}/transitiveMembers
-    "edu_roles": "EduRoster.ReadBasic.All",  # GET /education/users
+    "edu_roles": "EduRoster.Read.All",  # GET /education/users (educationuser-list.md)
     "messages": "Mail.ReadBasic.All",  # GET /users/{id}/mailFolders/{id}/messages/delta
     "messageRules": "MailboxSettings.Read",  # GET /users/{id}/mailFolders/inbox/messageRules
     "chats": "Chat.ReadBasic.All",  # GET /users/{id}/chats

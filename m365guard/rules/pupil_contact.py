@@ -106,7 +106,8 @@ def _chat_members(data: RuleInput, policy: Policy) -> pd.DataFrame:
         home = {policy.tenant.tenant_id}
     guest = members["roles"].str.split(";").map(lambda roles: "guest" in roles).astype(bool)
     foreign = (members["tenant_id"] != "") & ~members["tenant_id"].isin(home)
-    return members.assign(role=role, outside=guest | foreign)
+    not_entra = members["non_entra_type"] != ""  # a personal Teams account, phone, anonymous
+    return members.assign(role=role, outside=guest | foreign | not_entra)
 
 
 def _chat_info(data: RuleInput, chat_ids: pd.Series) -> tuple[pd.Series, pd.Series]:

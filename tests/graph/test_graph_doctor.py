@@ -43,3 +43,17 @@ def test_cli_exit_code(emulator: RunningEmulator, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["doctor"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.output
+
+
+def test_edu_roster_read_basic_is_not_enough(school: synth.SyntheticSchool,
+                                             tmp_path: Path) -> None:
+    """educationuser-list.md: application EduRoster.Read.All (ReadBasic does not serve it)."""
+    roles = [r if r != "EduRoster.Read.All" else "EduRoster.ReadBasic.All"
+             for r in LEAST_PRIVILEGE_ROLES]
+    with start_in_thread(Tenant.from_document(school.tenant), workdir=tmp_path,
+                         roles=roles) as emulator:
+        checks = run_doctor(secret_conn(emulator.settings), {"edu_roles", "users"})
+    failed = {c.name: c for c in checks if not c.passed}
+    assert set(failed) == {"permission EduRoster.Read.All", "call edu_roles"}
+    assert "403" in failed["call edu_roles"].detail
+    assert "EduRoster.Read.All" in failed["call edu_roles"].fix

@@ -85,6 +85,16 @@ def test_chat_with_pupil_and_external_or_guest(tmp_path: Path) -> None:
         assert findings.iloc[0]["counterparts"] == AMY
 
 
+def test_chat_with_pupil_and_a_member_who_is_not_an_entra_user(tmp_path: Path) -> None:
+    """A Teams personal account (no tenant id, no guest role) is outside the school."""
+    personal = {"user_id": "8:live:coach", "email": "", "display_name": "Coach (personal)",
+                "tenant_id": "", "roles": "",
+                "non_entra_type": "microsoftAccountUserConversationMember"}
+    findings = run(tmp_path, **_chat("chat-msa", "group", [_member(AMY), personal]))
+    assert by_object(findings) == {"chat-msa": "high"}
+    assert "Coach (personal)" in findings.iloc[0]["summary"]
+
+
 def test_internal_chats_are_not_findings_by_default(tmp_path: Path) -> None:
     assert run(tmp_path, **_chat("c1", "oneOnOne", [_member(AMY), _member(TOM)])).empty
     outsider_no_pupil = {"user_id": "x-1", "email": "coach@club.org", "display_name": "Coach",
