@@ -171,6 +171,24 @@ class OutputSection(_Section):
     dir: Path = Path("m365guard-output")
 
 
+class EnforceSection(_Section):
+    """[enforce]: changes to the tenant (disabling inbox rules). Off unless enabled.
+
+    The write permission (MailboxSettings.ReadWrite) belongs to a second app registration;
+    without client_id here the [tenant] app is used, which must then hold it too.
+    """
+
+    enabled: StrictBool = False
+    client_id: StrictStr | None = None
+    certificate_path: Path | None = None
+    certificate_password_file: Path | None = None
+    client_secret_file: Path | None = None
+    plans_dir: Path = Path("m365guard-plans")
+    # A folder written by jobs/windows/export-exchange.ps1 and how old it may be
+    exchange_export: Path | None = None
+    exchange_export_max_age_days: StrictInt = Field(default=8, ge=1, le=90)
+
+
 class RuleSettings(_Section):
     """[rules.<rule-id>]: keys every rule accepts. severity/clause default to the rule's own."""
 
@@ -230,6 +248,7 @@ class Policy(_Section):
     state: StateSection = Field(default_factory=StateSection)
     output: OutputSection = Field(default_factory=OutputSection)
     rules: RulesSection = Field(default_factory=RulesSection)
+    enforce: EnforceSection = Field(default_factory=EnforceSection)
 
 
 _TYPE_WORDS = {
@@ -257,6 +276,11 @@ _RELATIVE_PATHS: tuple[tuple[str, ...], ...] = (
     ("tenant", "ca_bundle"),
     ("state", "path"),
     ("output", "dir"),
+    ("enforce", "certificate_path"),
+    ("enforce", "certificate_password_file"),
+    ("enforce", "client_secret_file"),
+    ("enforce", "plans_dir"),
+    ("enforce", "exchange_export"),
 )
 
 

@@ -28,6 +28,8 @@ class ExitCode(IntEnum):
     TLS_ERROR = 13  # TLS verification failed (wrong or missing CA bundle)
     HOST_UNREACHABLE = 14  # the authority or Graph host cannot be reached
     PERMISSION_MISSING = 15  # the token lacks an application permission a check needs
+    ENFORCE_REFUSED = 16  # enforcement refused: off, not approved by a second person, changed
+    ENFORCE_INCOMPLETE = 17  # some enforcement actions were skipped or failed (each is named)
 
 
 class GuardError(Exception):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from m365guard.config import Policy
+from m365guard.enforce import verify as enforcement
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import ForwardingExport, load_forwarding_export
 from m365guard.graph.client import RetryPolicy
@@ -146,7 +147,9 @@ def run_nightly(
                 log.warning("not read: %s", error)
             log.info("nightly: collected %d messages in %d requests; checking rules",
                      len(result.collected["messages"]), result.requests)
-            findings = run_rules(result.collected, policy)
+            # enforced rules: verified ones resolve their finding, re-enabled ones are drift
+            verification = enforcement.nightly_check(policy.state.path, result.collected)
+            findings = verification.findings(run_rules(result.collected, policy))
             log.info("nightly: %d findings; recording the run in state", len(findings))
             written: list[NightlyPaths] = []
 
@@ -174,6 +177,7 @@ def run_nightly(
             run = db.run(run_id)
             paths = written[0]
             log.info("nightly: state committed")
+            enforcement.record(policy.state.path, verification, run_id, now)
             db.prune(policy.state.retention_days, now)
     finally:
         db.close()

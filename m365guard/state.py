@@ -159,6 +159,44 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inventory_run ON inventory (run_id);
     """,
+    # 2: the enforcement journal (m365guard/enforce/journal.py): plans, actions, their events
+    """
+    CREATE TABLE enforcement_plans (
+        plan_id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        author TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE enforcement_actions (
+        action_id TEXT PRIMARY KEY,
+        plan_id TEXT NOT NULL REFERENCES enforcement_plans (plan_id),
+        finding_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('started', 'done', 'skipped', 'failed', 'manual',
+                                               'undo_started', 'undone')),
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        planned_by TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE enforcement_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        action_id TEXT NOT NULL,
+        plan_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        by TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX enforcement_events_at ON enforcement_events (at);
+    """,
 )
 
 

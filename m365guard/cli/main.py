@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "m365guard.cli.reports",
     "m365guard.cli.nightly",
     "m365guard.cli.demo",
+    "m365guard.cli.enforce",
 )
 
 app = typer.Typer(

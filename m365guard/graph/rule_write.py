@@ -88,3 +88,21 @@ async def set_rule_enabled(session: GraphSession, user: str, rule_id: str,
     if rule is None:
         return RuleAnswer(502, None, "InvalidResponse", "the PATCH answer is not a messageRule")
     return RuleAnswer(200, rule)
+
+
+class RuleClient:
+    """The two rule calls as plain functions over one session, for enforcement's loops."""
+
+    def __init__(self, session: GraphSession) -> None:
+        self.session = session
+
+    def read(self, user: str, rule_id: str) -> RuleAnswer:
+        return self.session.run(read_rule(self.session, user, rule_id))
+
+    def set_enabled(self, user: str, rule_id: str, enabled: bool) -> RuleAnswer:
+        return self.session.run(set_rule_enabled(self.session, user, rule_id, enabled))
+
+    @property
+    def can_write(self) -> bool:
+        """Whether the token holds the write permission."""
+        return WRITE_PERMISSION in self.session.granted_roles

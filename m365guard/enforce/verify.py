@@ -1,0 +1,108 @@
+"""The nightly check of enforcement: is every disabled rule still disabled?
+
+For each journalled `done` action on an inbox rule whose mailbox tonight's run read in full:
+- the rule is gone, or every forwarding entry of it is disabled: verified. The forwarding
+  rule's note about a disabled rule (same finding id) is dropped from tonight's findings, so
+  state resolves the finding the action fixed;
+- the rule forwards again, enabled: drift, a finding of its own (`enforcement-drift`, high),
+  which state resolves once the rule is off again. The original finding reopens by itself.
+A mailbox the run could not read verifies nothing. Verification events are journalled after
+the night's state is committed, so a killed run only repeats them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from m365guard import tables
+from m365guard.enforce import journal
+from m365guard.enforce.journal import JournalAction
+from m365guard.rules.base import make_findings
+
+RULE_ID = "enforcement-drift"
+CLAUSE = "AUP-INTENDED-RECIPIENTS"
+SEVERITY = "high"
+SYSTEM = "m365guard nightly"
+
+
+@dataclass
+class Verification:
+    """What tonight's run says about each enforced rule."""
+
+    fixed: set[str] = field(default_factory=set)  # finding ids the actions fixed
+    drift: pd.DataFrame = field(default_factory=lambda: tables.empty("findings"))
+    results: list[tuple[JournalAction, str, str]] = field(default_factory=list)
+
+    def findings(self, found: pd.DataFrame) -> pd.DataFrame:
+        """Tonight's findings with fixed ones dropped and drift added."""
+        kept = found[~found["finding_id"].isin(self.fixed)]
+        frames = [frame for frame in (kept, self.drift) if not frame.empty]
+        if not frames:
+            return tables.empty("findings")
+        return tables.conform("findings", pd.concat(frames, ignore_index=True))
+
+
+def verify(actions: list[JournalAction], collected: tables.Collected) -> Verification:
+    """Check done inbox-rule actions against the rules tonight's run read."""
+    coverage = collected["coverage"]
+    read = {str(mailbox).lower() for mailbox, folder, status in
+            zip(coverage["mailbox"], coverage["folder"], coverage["status"], strict=True)
+            if folder == "messageRules" and status in tables.READ_IN_FULL}
+    forwards = collected["rule_forwards"]
+    keys = forwards["mailbox"].str.lower() + "/" + forwards["rule_id"]
+    result = Verification()
+    drift_rows = []
+    for action in actions:
+        if action.kind != "disable_inbox_rule" or action.status != "done":
+            continue
+        mailbox = action.mailbox.lower()
+        if mailbox not in read:
+            result.results.append((action, "unverified", "the mailbox's rules were not read"))
+            continue
+        rows = forwards[keys == f"{mailbox}/{action.rule_graph_id}"]
+        enabled = rows[rows["is_enabled"].astype(bool)]
+        if enabled.empty:
+            result.fixed.add(action.finding_id)
+            result.results.append((action, "verified", "the rule is still disabled"
+                                   if len(rows) else "the rule no longer forwards or exists"))
+            continue
+        name = str(enabled["rule_name"].iloc[0])
+        targets = ";".join(sorted(set(enabled["address"].str.lower())))
+        drift_rows.append({
+            "severity": SEVERITY, "occurred_at": pd.NaT, "actor": action.mailbox,
+            "actor_role": "staff", "counterparts": targets, "object_type": "inbox_rule",
+            "object_id": action.object_id,
+            "summary": f"Inbox rule \"{name}\" in {action.mailbox} was disabled by m365guard"
+                       f" action {action.action_id} (approved by {action.approved_by}) and"
+                       f" forwards to {targets} again.",
+        })
+        result.results.append((action, "drift", f"enabled again, forwarding to {targets}"))
+    if drift_rows:
+        result.drift = make_findings(RULE_ID, CLAUSE, pd.DataFrame(drift_rows))
+    return result
+
+
+def nightly_check(state_path: Path, collected: tables.Collected) -> Verification:
+    """Verify every done action against tonight's collection (read only)."""
+    conn = journal.connect(state_path)
+    try:
+        return verify(journal.actions(conn, status="done"), collected)
+    finally:
+        conn.close()
+
+
+def record(state_path: Path, verification: Verification, run_id: int, now: datetime) -> None:
+    """Journal each action's verification (after the night's state is committed)."""
+    if not verification.results:
+        return
+    conn = journal.connect(state_path)
+    try:
+        for action, event, detail in verification.results:
+            journal.note(conn, action, event, by=SYSTEM, now=now,
+                         detail=f"run {run_id}: {detail}")
+    finally:
+        conn.close()
