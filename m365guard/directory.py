@@ -199,7 +199,7 @@ def _verdicts(collected: tables.Collected, policy: Policy, users: pd.DataFrame) 
         lambda r: "pupil" if r == "student" else "staff" if r in _STAFF_PRIMARY_ROLES else "")
     out["education_role_why"] = "education primaryRole " + primary
 
-    skus = collected["skus"].set_index("sku_id")["sku_part_number"]
+    skus = collected["skus"].drop_duplicates("sku_id").set_index("sku_id")["sku_part_number"]
     licences = users[["user_id", "sku_ids"]].assign(sku_id=users["sku_ids"].str.split(";"))
     licences = licences.explode("sku_id")
     licences["part"] = lookup(licences["sku_id"], skus).str.upper()
@@ -238,7 +238,7 @@ def _first_flagged(rows: pd.DataFrame, detail: str, users: pd.DataFrame,
 
 def classify_users(collected: tables.Collected, policy: Policy) -> pd.DataFrame:
     """Every tenant user as pupil / staff / governor / unknown_internal, with the evidence."""
-    users = collected["users"].reset_index(drop=True)
+    users = collected["users"].drop_duplicates("user_id").reset_index(drop=True)
     verdicts = _verdicts(collected, policy, users)
     role = pd.Series("", index=users.index, dtype=object)
     evidence = pd.Series("", index=users.index, dtype=object)

@@ -43,8 +43,11 @@ class RuleInput:
 
     @cached_property
     def messages(self) -> pd.DataFrame:
-        """messages plus the mailbox owner's role (categorical)."""
+        """messages (one row per Graph message id: a page read twice adds nothing) plus the
+        mailbox owner's role (categorical)."""
         messages = self.collected["messages"]
+        if messages["message_id"].duplicated().any():
+            messages = messages.drop_duplicates("message_id").reset_index(drop=True)
         roles = lookup(messages["mailbox_id"], self.user_by_id["role"])
         return messages.assign(mailbox_role=roles.astype("category"))
 
