@@ -112,7 +112,7 @@ def test_open_creates_owner_only_file_and_folder_in_wal_mode(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with StateDB.open(path) as again:
-        assert again.schema_version == 1
+        assert again.schema_version == 2
 
 
 def test_open_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:
