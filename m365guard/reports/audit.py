@@ -27,6 +27,7 @@ from typing import Literal
 import pandas as pd
 
 from m365guard.clauses import CLAUSES
+from m365guard.enforce.report import enforcement_table
 from m365guard.errors import ExitCode, GuardError
 from m365guard.reports.csvfile import (
     ensure_private_dir,
@@ -243,6 +244,7 @@ FILE_DESCRIPTIONS = {
     "mailbox-coverage.csv": "per mailbox: runs that read it fully, runs with gaps and why",
     "inventory.csv": "the current inbox-rule forwarding and mailbox forwarding inventory",
     "permissions.csv": "the Microsoft Graph application permissions the app held",
+    "enforcement.csv": "every enforcement step: planned, approved, applied, verified, undone",
     "manifest.csv": "SHA-256 of every other file, to show the pack is unaltered",
 }
 
@@ -282,6 +284,7 @@ def build_audit_pack(
         "mailbox-coverage.csv": mailbox_coverage_table(coverage),
         "inventory.csv": db.latest_inventory(),
         "permissions.csv": permissions_table(runs),
+        "enforcement.csv": enforcement_table(db.path, start, end),
     }
     name = f"audit-pack-{period_from.isoformat()}_{period_to.isoformat()}"
     ensure_private_dir(out_dir)

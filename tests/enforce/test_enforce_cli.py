@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,17 @@ def test_plan_approve_apply_verify_undo(site: Site) -> None:
     site.nightly()
     assert _status(site, f"{TEACHER}/{FORWARD_RULE}") == "open"  # the rule is back: so is it
     assert _status(site, f"{TEACHER}/{FORWARD_RULE}", "enforcement-drift") == "absent"
+
+    today = datetime.now(UTC).date()
+    pack = site.cli("audit", "--from", str(today - timedelta(days=1)), "--to", str(today))
+    assert pack.returncode == 0, pack.stderr
+    with open(Path(pack.stdout.splitlines()[0]) / "enforcement.csv", newline="") as handle:
+        events = list(csv.DictReader(handle))
+    mine_events = [e["event"] for e in events if e["action_id"] == action_id]
+    assert mine_events == ["planned", "started", "done", "verified", "undo_started", "undone"]
+    done_row = next(e for e in events if e["action_id"] == action_id and e["event"] == "done")
+    assert (done_row["planned_by"], done_row["approved_by"]) == ("Alice Admin", "Bob Head")
+    assert json.loads(done_row["after"]) == {**before, "isEnabled": False}
 
 
 def test_an_object_changed_after_planning_is_skipped(site: Site) -> None:
