@@ -18,6 +18,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 from pydantic import (
@@ -70,6 +71,15 @@ def _check_address(value: str) -> str:
     raise ValueError('is not an email address; write e.g. "office@manbylodge.sch.uk"')
 
 
+def _check_time_zone(value: str) -> str:
+    """An IANA time zone name such as Europe/London (weeks are cut at its midnight)."""
+    try:
+        ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError('is not a time zone; write e.g. "Europe/London"') from None
+    return value.strip()
+
+
 def _check_clause(value: str) -> str:
     """A clause id from m365guard.clauses.CLAUSES."""
     if value in CLAUSES:
@@ -87,6 +97,7 @@ def _check_sku_suffix(value: str) -> str:
 
 Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
 Address = Annotated[StrictStr, AfterValidator(_check_address)]
+TimeZone = Annotated[StrictStr, AfterValidator(_check_time_zone)]
 ClauseId = Annotated[StrictStr, AfterValidator(_check_clause)]
 SkuSuffix = Annotated[StrictStr, AfterValidator(_check_sku_suffix)]
 
@@ -103,6 +114,8 @@ class SchoolSection(_Section):
     name: StrictStr = Field(min_length=1)
     domains: list[Domain] = Field(min_length=1)
     pupil_domains: list[Domain] = []
+    # weeks are cut at local midnight here; people-facing dates are shown in it
+    time_zone: TimeZone = "Europe/London"
 
     @property
     def all_domains(self) -> frozenset[str]:

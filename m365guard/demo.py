@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from m365guard.clauses import clause_texts
+from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
 from m365guard.emulator.state import Tenant
@@ -22,7 +23,8 @@ from m365guard.emulator.synth import SyntheticSchool, generate
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.audit import build_audit_pack, clause_coverage
-from m365guard.reports.weekly import weekly_from_state
+from m365guard.reports.weekly import write_weekly_reports
+from m365guard.reports.weeks import IsoWeek, school_zone
 from m365guard.rules import RULES, rule_titles
 from m365guard.state import StateDB
 
@@ -96,8 +98,12 @@ def run_demo(
     end: datetime = first_night + timedelta(days=nights - 1)
     db = StateDB.open(policy.state.path)
     try:
-        weekly = weekly_from_state(db, out_dir / "weekly", end, school_name=policy.school.name,
-                                   rule_titles=rule_titles())
+        zone = school_zone(policy.school.time_zone)
+        # read the morning after the last night, as the headteacher would
+        morning = end.replace(hour=7) + timedelta(days=1)
+        data = read_weekly_input(db, IsoWeek.last_complete(morning, zone), morning,
+                                 school_name=policy.school.name, rule_titles=rule_titles())
+        weekly = write_weekly_reports(out_dir / "weekly", data)
         pack = build_audit_pack(
             db, first_night.date(), end.date(), out_dir / "audit",
             clause_texts(),

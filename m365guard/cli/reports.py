@@ -58,17 +58,22 @@ def register(app: typer.Typer) -> None:
             "--week", help="ISO week such as 2025-W10 (default: the last complete week).")] = None,
     ) -> None:
         """Write the weekly summary CSVs and the one-page HTML for the headteacher."""
+        from m365guard.cli.weekly_input import read_weekly_input
         from m365guard.config import load_policy
-        from m365guard.reports.weekly import IsoWeek, weekly_from_state
+        from m365guard.reports.weekly import write_weekly_reports
+        from m365guard.reports.weeks import IsoWeek, refuse_future_week, school_zone
         from m365guard.rules import rule_titles
 
         policy = load_policy(config)
-        chosen = IsoWeek.parse(week) if week else None
+        zone = school_zone(policy.school.time_zone)
+        now = datetime.now(UTC)
+        chosen = IsoWeek.parse(week, zone) if week else IsoWeek.last_complete(now, zone)
+        refuse_future_week(chosen, now)
         with _open_state(policy) as db:
-            paths = weekly_from_state(db, out or policy.output.dir, datetime.now(UTC),
-                                      week=chosen, school_name=policy.school.name,
-                                      rule_titles=rule_titles())
-        for path in (paths.summary_csv, paths.by_staff_csv, paths.html):
+            data = read_weekly_input(db, chosen, now, school_name=policy.school.name,
+                                     rule_titles=rule_titles())
+        paths = write_weekly_reports(out or policy.output.dir, data)
+        for path in (paths.summary_csv, paths.detail_csv, paths.by_staff_csv, paths.html):
             typer.echo(str(path))
 
     @app.command()
@@ -82,10 +87,12 @@ def register(app: typer.Typer) -> None:
         from m365guard.clauses import clause_texts
         from m365guard.config import load_policy
         from m365guard.reports.audit import build_audit_pack, clause_coverage
+        from m365guard.reports.weeks import refuse_future_period, school_zone
         from m365guard.rules import RULES
 
         policy = load_policy(config)
         start, end = _parse_day(period_from, "--from"), _parse_day(period_to, "--to")
+        refuse_future_period(start, end, datetime.now(UTC), school_zone(policy.school.time_zone))
         with _open_state(policy) as db:
             pack = build_audit_pack(
                 db, start, end, out or policy.output.dir,

@@ -1,0 +1,28 @@
+"""Read what the weekly outputs need from state: the one place the weekly page meets the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from m365guard.reports.weekly import WeeklyInput
+from m365guard.reports.weeks import IsoWeek
+from m365guard.state import StateDB
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def read_weekly_input(db: StateDB, week: IsoWeek, now: datetime, *, school_name: str,
+                      rule_titles: Mapping[str, str]) -> WeeklyInput:
+    """The findings, their history and the week's runs, plus when monitoring began."""
+    earlier = db.runs_between(EPOCH, min(week.end, now))
+    return WeeklyInput(
+        findings=db.findings(),
+        history=db.finding_history(),
+        runs=[run for run in earlier if run.started_at >= week.start],
+        monitoring_since=earlier[0].started_at if earlier else None,
+        week=week,
+        now=now,
+        school_name=school_name,
+        rule_titles=dict(rule_titles),
+    )

@@ -1,0 +1,234 @@
+"""The weekly page: what a headteacher, DSL or DPO reads on Monday morning, in that order.
+
+Why this order: the first screen must answer "is anything wrong, and what do I do": a verdict,
+who has to act, then every finding new this week (marked NEW, never cut off). Below it, what
+is still open, grouped by person with the next step and who acts; then how completely the
+nights were checked, the trend, and the figures per check. The page is self-contained (inline
+CSS, the chart as inline SVG) so it can be mailed or opened from a share without a network, and
+prints on at most two A4 pages for a normal week (print stylesheet); the detail is the CSV.
+Every piece of text is escaped and stripped of control characters: subjects and names come
+from outside the school.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+
+import pandas as pd
+
+from m365guard.notify.roles import next_step
+from m365guard.reports.weekly import (
+    NOT_MONITORED,
+    NOT_YET,
+    WeeklyInput,
+    days_label,
+    monitoring_nights,
+    new_this_week,
+    still_open,
+    uk_date,
+    weekly_summary,
+    weekly_trend,
+)
+from m365guard.reports.weekly_chart import trend_svg
+
+ACTION_SEVERITIES = ("high", "medium")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+_CSS = """
+body{font-family:Segoe UI,Arial,sans-serif;max-width:78rem;margin:.8rem auto;color:#222;
+line-height:1.35;padding:0 1rem;font-size:15px}
+h1{font-size:1.35rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1.1rem 0 .4rem;
+border-bottom:1px solid #ccc}
+.muted{color:#666}.small{font-size:.85em}
+.verdict{padding:.45rem .8rem;border-left:6px solid #2e7d32;background:#eef7ee;margin:.4rem 0}
+.verdict.act{border-color:#b00020;background:#fdecee}.verdict p{margin:.15rem 0}
+table{border-collapse:collapse;width:100%;font-size:.86rem}
+th,td{border:1px solid #ddd;padding:.2rem .4rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.nowrap{white-space:nowrap}.sev-high{color:#a30000;font-weight:bold}.sev-medium{color:#8a5300}
+.new{background:#b00020;color:#fff;font-weight:bold;padding:0 .3rem;border-radius:3px;
+font-size:.75rem;margin-right:.3rem}
+.warn{background:#fff4e5;border-left:4px solid #e69500;padding:.3rem .7rem}
+figure{margin:.3rem 0}figure svg{width:100%;height:auto;max-height:15rem}
+@media print{
+@page{size:A4;margin:10mm}
+body{max-width:none;margin:0;padding:0;font-size:8.5pt;line-height:1.25}
+h1{font-size:13pt}h2{font-size:10.5pt;break-after:avoid;margin-top:.6rem}
+table{font-size:7.5pt}tr{break-inside:avoid}th,td{padding:.1rem .3rem}
+figure svg{max-height:38mm}.screen{display:none}.verdict,.warn{-webkit-print-color-adjust:exact;
+print-color-adjust:exact}
+}
+"""
+
+
+def text(value: object) -> str:
+    """Escaped, control characters removed: safe to place anywhere in the page."""
+    return html.escape(_CONTROL.sub("", str(value)))
+
+
+def plural(count: int, word: str) -> str:
+    """'1 concern', '2 concerns'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _table(headers: Iterable[str], bodies: Iterable[str], css: str = "") -> str:
+    head = "".join(f"<th>{text(name)}</th>" for name in headers)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead>{"".join(bodies)}</table>'
+
+
+def _row(cells: Iterable[str]) -> str:
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _severity(value: str) -> str:
+    return f'<span class="sev-{text(value)}">{text(value)}</span>'
+
+
+def _verdict(data: WeeklyInput, new: pd.DataFrame, waiting: pd.DataFrame,
+             nights: pd.DataFrame) -> str:
+    """The answer to "is anything wrong, and what do I do", in a few lines."""
+    new_high = int(new["severity"].eq("high").sum())
+    lines: list[str] = []
+    if len(new):
+        lines.append(f"<p><strong>{text(plural(len(new), 'new concern'))} this week"
+                     f" ({new_high} high).</strong> Each is listed below, marked NEW.</p>")
+    else:
+        lines.append("<p><strong>Nothing new this week.</strong></p>")
+    if len(waiting):
+        lines.append(f"<p>{text(plural(len(waiting), 'older concern'))} still open"
+                     f" ({int(waiting['severity'].eq('high').sum())} high).</p>")
+    who: dict[str, int] = {}
+    for rule_id in [*new["rule_id"], *waiting["rule_id"]]:
+        step = next_step(str(rule_id))
+        who[step.who] = who.get(step.who, 0) + 1
+    if who:
+        lines.append("<p>Who should act: " + " · ".join(
+            f"<strong>{text(name)}</strong> {count}" for name, count in sorted(who.items()))
+            + ".</p>")
+    gaps = nights[~nights["outcome"].isin(("complete", NOT_MONITORED, NOT_YET))]
+    if not gaps.empty:
+        lines.append(f"<p>Checks were incomplete on {text(plural(len(gaps), 'night'))}: see"
+                     " Monitoring. No findings from those nights does not mean nothing"
+                     " happened.</p>")
+    acting = bool(new_high or len(gaps) or len(new) or len(waiting))
+    return f'<div class="verdict{" act" if acting else ""}">{"".join(lines)}</div>'
+
+
+def _new_section(data: WeeklyInput, new: pd.DataFrame) -> str:
+    if new.empty:
+        return "<h2>New this week</h2><p>No new concerns this week.</p>"
+    rows = []
+    for row in new.to_dict("records"):
+        step = next_step(row["rule_id"])
+        rows.append(_row([
+            f'<span class="new">NEW</span>{_severity(row["severity"])}',
+            text(row["actor"]),
+            text(row["summary"]) + f'<br><span class="muted small">'
+            f'{text(data.title(row["rule_id"]))} · {text(row["policy_clause"])}</span>',
+            text(uk_date(row["first_seen"], data, with_time=True, year=False)),
+            f"<strong>{text(step.who)}</strong>: {text(step.step)}",
+        ]))
+    return (f"<h2>New this week ({len(new)})</h2>"
+            + _table(["", "Who", "What happened", "Found", "Next step"],
+                     ["<tbody>" + "".join(rows) + "</tbody>"]))
+
+
+def _open_section(data: WeeklyInput, waiting: pd.DataFrame) -> str:
+    """Still open, one row per person; one line per kind: how many, who acts, the next step."""
+    minor = waiting[~waiting["severity"].isin(ACTION_SEVERITIES)]
+    waiting = waiting[waiting["severity"].isin(ACTION_SEVERITIES)]
+    note = (f'<p class="muted small">Also open: {text(plural(len(minor), "item"))} of low or info'
+            " severity, listed in the detail CSV.</p>" if len(minor) else "")
+    if waiting.empty:
+        return "<h2>Still open</h2><p>Nothing older of high or medium severity is still open.</p>" \
+            + note
+    rows = []
+    for actor, group in waiting.groupby("actor", sort=False):
+        lines = []
+        for rule_id, items in group.groupby("rule_id", sort=False):
+            step = next_step(str(rule_id))
+            lines.append(f"{len(items)} × {text(step.what)}"
+                         f" ({_severity(str(items['severity'].iloc[0]))})"
+                         f" → <strong>{text(step.who)}</strong>: {text(step.short)}")
+        since = uk_date(group["first_seen"].min(), data)
+        rows.append(_row([
+            f'{text(actor)}<br><span class="muted small">{text(group["actor_role"].iloc[0])},'
+            f" open since {text(since)}</span>",
+            "<br>".join(lines),
+        ]))
+    return (f"<h2>Still open, by person ({len(waiting)} of high or medium severity)</h2>"
+            + _table(["Person", "What is open → who acts: next step"],
+                     ["<tbody>" + "".join(rows) + "</tbody>"]) + note)
+
+
+def _monitoring(data: WeeklyInput, nights: pd.DataFrame) -> str:
+    done = int((nights["outcome"] == "complete").sum())
+    counted = nights[~nights["outcome"].isin((NOT_MONITORED, NOT_YET))]
+    line = f"Checks ran completely on {done} of {len(counted)} nights."
+    gaps = counted[counted["outcome"] != "complete"]
+    if not gaps.empty:
+        line += " Not complete: " + ", ".join(
+            f"{row['date']:%a %-d %b} ({row['outcome']})" for row in gaps.to_dict("records")
+        ) + "."
+    notes = []
+    if (nights["outcome"] == NOT_MONITORED).any():
+        notes.append(f"{plural(int((nights['outcome'] == NOT_MONITORED).sum()), 'night')}"
+                     " before monitoring began: not monitored yet.")
+    if (nights["outcome"] == NOT_YET).any():
+        notes.append(f"{plural(int((nights['outcome'] == NOT_YET).sum()), 'night')}"
+                     " of this week still to come.")
+    css = "warn" if not gaps.empty else "muted"
+    return (f'<h2>Monitoring</h2><p class="{css}">{text(line)}</p>'
+            + "".join(f'<p class="muted small">{text(note)}</p>' for note in notes))
+
+
+def _by_check(data: WeeklyInput) -> str:
+    summary = weekly_summary(data.findings, data.history, data.week)
+    if summary.empty:
+        return '<div class="screen"><h2>By check</h2><p>No findings this week or last.</p></div>'
+    rows = [_row([text(next_step(row["rule_id"]).what), text(row["policy_clause"]),
+                  _severity(row["severity"]), str(row["new_this_week"]),
+                  str(row["new_last_week"]), f"{row['change']:+d}",
+                  str(row["open_at_week_end"]), str(row["resolved_this_week"]),
+                  str(row["acknowledged_this_week"])])
+            for row in summary.to_dict("records")]
+    return '<div class="screen"><h2>By check</h2>' + _table(
+        ["Check", "Clause", "Severity", "New", "New last week", "Change", "Open at end",
+         "Resolved", "Acknowledged"], ["<tbody>" + "".join(rows) + "</tbody>"]) + "</div>"
+
+
+def weekly_html(data: WeeklyInput, *, detail_name: str) -> str:
+    """The whole page for data.week."""
+    week = data.week
+    in_progress = week.in_progress(data.now)
+    title = f"Acceptable Use Policy checks: week {week.week}, {week.year}"
+    new = new_this_week(data)
+    waiting = still_open(data)
+    nights = monitoring_nights(data)
+    period = days_label(week) + (" (week in progress)" if in_progress else "")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en-GB"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{text(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{text(title)}</h1>",
+        f'<p class="muted small">{text(data.school_name)} · {text(period)} · built'
+        f" {text(uk_date(data.now, data, with_time=True))}</p>",
+        _verdict(data, new, waiting, nights),
+        _new_section(data, new),
+        _open_section(data, waiting),
+        _monitoring(data, nights),
+        "<h2>New findings per week</h2>",
+        '<figure role="img" aria-label="New findings per week by check">',
+        trend_svg(weekly_trend(data), data.rule_titles, in_progress=in_progress),
+        "</figure>",
+        _by_check(data),
+        "<h2>Detail and records</h2>",
+        f"<p class=\"small\">Every item above, with addresses and ids: <code>{text(detail_name)}"
+        f"</code>; figures per check: <code>weekly-summary-{text(week.label)}.csv</code> (both"
+        " open in Excel). When an item has been dealt with, IT records it with"
+        " <code>m365guard findings ack ID --by NAME --reason WHAT-WAS-DONE</code>.</p>",
+        "</body></html>\n",
+    ]
+    return "\n".join(parts)
