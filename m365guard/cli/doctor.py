@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from m365guard.config import load_policy
+        from m365guard.enforce.doctor import app_checks
         from m365guard.graph.doctor import run_doctor
         from m365guard.graph.settings import TenantSection, resolve_connection
 
@@ -75,6 +76,7 @@ def register(app: typer.Typer) -> None:
         section = policy.tenant if policy is not None else TenantSection()
         conn = resolve_connection(section, os.environ)
         checks = run_doctor(conn, kinds_for_policy(policy))
+        checks += app_checks(policy, conn, os.environ)
         print_checks(checks, Console(width=160))
         if not all(check.passed for check in checks):
             raise typer.Exit(int(ExitCode.PERMISSION_MISSING) if any(
