@@ -9,6 +9,9 @@ One finding per inbox rule. Mailbox-level forwarding (the latest ForwardingSmtpA
 ForwardingAddress per mailbox, from the audit log or the Exchange export) is judged the same
 way; forwarding that was cleared is no finding.
 
+`[allow]`: no effect. A shared mailbox (`allow.mailboxes`) that forwards outside the school
+sends its mail out like anyone's, so it is judged the same way (actor role "shared mailbox").
+
 ## Why (AUP-INTENDED-RECIPIENTS)
 "they are only sent to intended recipients" and "Records should only be shared with those who
 have a legitimate professional need to see them." Automatic forwarding sends every future
@@ -67,6 +70,14 @@ def target_kind(data: RuleInput, policy: Policy, addresses: pd.Series) -> pd.Ser
     return pd.Series(kind, index=addresses.index)
 
 
+def _actor_roles(data: RuleInput, mailboxes: pd.Series) -> pd.Series:
+    """staff, or shared mailbox for an allow-listed one (its directory role unknown_internal)."""
+    roles = normalise_addresses(mailboxes).map(data.users.drop_duplicates("upn")
+                                               .set_index("upn")["role"])
+    shared = (roles == "unknown_internal").fillna(False).to_numpy(bool)
+    return pd.Series(np.where(shared, "shared mailbox", "staff"), index=mailboxes.index)
+
+
 def _inbox_rules(data: RuleInput, policy: Policy, severity: str) -> pd.DataFrame:
     forwards = data.collected["rule_forwards"]
     if forwards.empty:
@@ -83,7 +94,8 @@ def _inbox_rules(data: RuleInput, policy: Policy, severity: str) -> pd.DataFrame
     described = np.where(personal, "a personal address", "outside the school")
     rows = pd.DataFrame({
         "severity": level, "occurred_at": pd.NaT, "actor": outside["mailbox"],
-        "actor_role": "staff", "counterparts": outside["address"].str.lower(),
+        "actor_role": _actor_roles(data, outside["mailbox"]),
+        "counterparts": outside["address"].str.lower(),
         "object_type": "inbox_rule",
         "object_id": outside["mailbox"] + "/" + outside["rule_id"],
         "summary": "Inbox rule \"" + outside["rule_name"] + "\" in " + outside["mailbox"] + " "
@@ -113,7 +125,8 @@ def _mailbox_forwarding(data: RuleInput, policy: Policy, severity: str) -> pd.Da
                           " (and keeps a copy)", "")
     return pd.DataFrame({
         "severity": np.where(personal, severity, "medium"),
-        "occurred_at": latest["observed_at"], "actor": latest["mailbox"], "actor_role": "staff",
+        "occurred_at": latest["observed_at"], "actor": latest["mailbox"],
+        "actor_role": _actor_roles(data, latest["mailbox"]),
         "counterparts": latest["target"], "object_type": "mailbox_forwarding",
         "object_id": latest["mailbox"] + "/" + latest["target"],
         "summary": "The mailbox " + latest["mailbox"] + " forwards all mail to "

@@ -182,7 +182,9 @@ def test_every_case_is_planted_with_future_and_fixed_instances(
     fixed = {(la["object_type"]) for la in school.truth if la["visible_until"]}
     assert fixed == {"inbox_rule", "mailbox_forwarding", "chat"}
     assert all(la["visible_until"] > start for la in school.truth if la["visible_until"])
-    assert [la["severity"] for la in school.truth if la["expect"] == "info"] == ["info"] * 3
+    info = [la for la in school.truth if la["expect"] == "info"]
+    assert {la["case"] for la in info} == {"3-rule-disabled", "1-partner"}
+    assert all(la["severity"] == "info" for la in info)
     severities = {la["case"]: la["severity"] for la in school.truth if la["expect"] == "finding"}
     assert severities["3-rule-other"] == "medium" and severities["2-high-count"] == "high"
 
@@ -226,10 +228,10 @@ def test_planted_messages_have_the_shape_their_rule_needs(school: synth.Syntheti
         if label["case"] == "2-high-count":
             assert len(outside) >= 10
         if label["case"] == "4b":
-            assert re.match(r"(?i)fwd?:", message["subject"]) or message["hasAttachments"]
+            assert re.match(r"(?i)fwd?:", message["subject"])
             assert not outside & roster
-        if label["case"] == "4-near-miss" and message["hasAttachments"]:
-            assert outside <= roster
+        if label["case"] == "4-near-miss":  # never a forward to an unknown personal address
+            assert not re.match(r"(?i)fwd?:", message["subject"]) or outside <= roster
 
 
 def test_write_and_rosters_round_trip(school: synth.SyntheticSchool, tmp_path: Path) -> None:

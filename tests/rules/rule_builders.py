@@ -39,7 +39,7 @@ partner_domains = ["lincolnshire.gov.uk", "nhs.net"]
 
 [allow]
 mailboxes = ["{OFFICE}"]
-distribution_lists = ["parents-list@{DOMAIN}"]
+distribution_lists = ["parents-list@{DOMAIN}", "pta@groups.io"]
 """
 
 _ids = itertools.count(1)

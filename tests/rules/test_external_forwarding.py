@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rule_builders import DOMAIN, JANE, TOM, by_object, collected, make_policy, rule_input, uid
+from rule_builders import (
+    DOMAIN,
+    JANE,
+    OFFICE,
+    TOM,
+    by_object,
+    collected,
+    make_policy,
+    rule_input,
+    uid,
+)
 
 from m365guard.rules import external_forwarding as rule
 
@@ -66,3 +76,13 @@ def test_mailbox_forwarding_latest_state(tmp_path: Path) -> None:
 
 def test_no_forwarding_no_findings(tmp_path: Path) -> None:
     assert run(tmp_path).empty
+
+
+def test_a_shared_mailbox_is_judged_like_anyone(tmp_path: Path) -> None:
+    """[allow] mailboxes hide nothing here: the office forwarding outside is a finding."""
+    rows = [forward("r1", "office.home@gmail.com", mailbox=OFFICE)]
+    findings = run(tmp_path, rule_forwards=rows)
+    assert by_object(findings) == {f"{OFFICE}/r1": "high"}
+    assert findings.iloc[0]["actor_role"] == "shared mailbox"
+    assert by_object(run(tmp_path, rule_forwards=[forward("r2", "x@gmail.com")])) == {
+        f"{JANE}/r2": "high"}

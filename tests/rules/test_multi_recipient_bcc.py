@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rule_builders import DOMAIN, JANE, OFFICE, TOM, Mail, by_object, collected, make_policy
+from rule_builders import AMY, DOMAIN, JANE, OFFICE, TOM, Mail, by_object, collected, make_policy
 from rule_builders import rule_input as build
 
 from m365guard import tables
@@ -55,9 +55,42 @@ def test_near_misses_are_not_findings(tmp_path: Path) -> None:
     mail.add(JANE, "sentitems", SENDER, to=[(TOM, "Tom"), (f"allstaff@{DOMAIN}", "All staff")])
     mail.add(JANE, "sentitems", SENDER, to=PARENTS[:1], bcc=PARENTS[1:])  # one shown
     mail.add(JANE, "sentitems", SENDER, to=[PARENTS[0], ("MUM.ONE+x@googlemail.com", "Ann")])
-    mail.add(OFFICE, "sentitems", (OFFICE, "Office"), to=PARENTS)  # allow-listed sender
-    mail.add(JANE, "sentitems", SENDER, to=[(f"parents-list@{DOMAIN}", "Parents"), *PARENTS])
+    mail.add(JANE, "sentitems", SENDER, to=[(f"parents-list@{DOMAIN}", "Parents")])
+    mail.add(JANE, "sentitems", SENDER, to=[("pta@groups.io", "PTA list"), PARENTS[0]])
     mail.add(TOM, "inbox", SENDER, to=PARENTS)  # a received copy is not the sender's sent mail
+    mail.add(JANE, "sentitems", SENDER, to=PARTNERS, subject="Early help")  # multi-agency
+    mail.add(JANE, "sentitems", SENDER, to=PARTNERS[:1], cc=[("head@nhs.net", "Nurse lead")])
+    assert run(tmp_path, mail).empty
+
+
+def test_partners_mixed_with_parents_or_others_still_count(tmp_path: Path) -> None:
+    mail = Mail()
+    parent = mail.add(JANE, "sentitems", SENDER, to=PARTNERS, cc=PARENTS[:1])
+    two_parents = mail.add(JANE, "sentitems", SENDER, to=[*PARTNERS, *PARENTS])
+    supplier = mail.add(JANE, "sentitems", SENDER, to=[PARTNERS[0], OTHERS[0]])
+    assert by_object(run(tmp_path, mail)) == {parent: "medium", two_parents: "high",
+                                             supplier: "medium"}
+
+
+def test_the_allow_list_never_hides_an_exposure(tmp_path: Path) -> None:
+    """The office mailbox (allow-listed) and a list in To beside parents: still exposed."""
+    mail = Mail()
+    office = mail.add(OFFICE, "sentitems", (OFFICE, "Office"), to=PARENTS)
+    beside_list = mail.add(JANE, "sentitems", SENDER,
+                           to=[(f"parents-list@{DOMAIN}", "Parents"), *PARENTS])
+    outside_list = mail.add(JANE, "sentitems", SENDER, to=[("pta@groups.io", "PTA"), *PARENTS])
+    findings = run(tmp_path, mail)
+    assert by_object(findings) == {office: "high", beside_list: "high", outside_list: "high"}
+    row = findings.set_index("object_id").loc[office]
+    assert row["actor"] == OFFICE and row["actor_role"] == "shared mailbox"
+    assert "pta@groups.io" not in findings.set_index("object_id").loc[outside_list,
+                                                                       "counterparts"]
+
+
+def test_pupil_mailboxes_are_not_checked(tmp_path: Path) -> None:
+    """The staff AUP binds staff and school mailboxes, not pupils writing to their family."""
+    mail = Mail()
+    mail.add(AMY, "sentitems", (AMY, "Amy Pupil"), to=PARENTS)
     assert run(tmp_path, mail).empty
 
 

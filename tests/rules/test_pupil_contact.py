@@ -81,8 +81,44 @@ def test_chat_with_pupil_and_external_or_guest(tmp_path: Path) -> None:
         tables_ = _chat(chat_id, "group", [_member(AMY), _member(TOM), stranger])
         findings = run(tmp_path, **tables_)
         assert by_object(findings) == {chat_id: "high"}
-        assert findings.iloc[0]["object_type"] == "chat"
-        assert findings.iloc[0]["counterparts"] == AMY
+        row = findings.iloc[0]
+        assert row["object_type"] == "chat"
+        assert (row["actor"], row["actor_role"]) == (TOM, "staff")  # the school member
+        assert row["counterparts"] == stranger["email"]  # the outsider
+
+
+def test_chat_with_pupil_and_partner_is_info(tmp_path: Path) -> None:
+    """A local-authority officer (another tenant) or the school nurse (guest) with a pupil and
+    a teacher: recorded, not a violation; a stranger beside them makes it high again."""
+    officer = {"user_id": "x-2", "email": "officer@lincolnshire.gov.uk", "display_name": "LA",
+               "tenant_id": "99999999-0000-0000-0000-000000000000", "roles": "owner"}
+    nurse = {"user_id": "g-2", "email": "nurse@nhs.net", "display_name": "Nurse",
+             "tenant_id": HOME_TENANT, "roles": "guest"}
+    stranger = {"user_id": "x-3", "email": "coach@club.org", "display_name": "Coach",
+                "tenant_id": "99999999-0000-0000-0000-000000000000", "roles": "owner"}
+    partners = _chat("c-la", "group", [_member(AMY), _member(TOM), officer, nurse])
+    findings = run(tmp_path, **partners)
+    assert by_object(findings) == {"c-la": "info"}
+    assert findings.iloc[0]["counterparts"] == "officer@lincolnshire.gov.uk;nurse@nhs.net"
+    assert "partner organisation" in findings.iloc[0]["summary"]
+    mixed = _chat("c-mix", "group", [_member(AMY), _member(TOM), officer, stranger])
+    assert by_object(run(tmp_path, **mixed)) == {"c-mix": "high"}
+
+
+def test_a_personal_teams_account_is_never_a_partner(tmp_path: Path) -> None:
+    msa = {"user_id": "8:live:nurse", "email": "nurse@nhs.net", "display_name": "Nurse",
+           "tenant_id": "", "roles": "", "non_entra_type": "microsoftAccountUserConversationMember"}
+    assert by_object(run(tmp_path, **_chat("c-msa", "group", [_member(AMY), msa]))) == {
+        "c-msa": "high"}
+
+
+def test_chat_without_staff_names_the_pupil(tmp_path: Path) -> None:
+    guest = {"user_id": "g-1", "email": "g@gmail.com", "display_name": "Guest",
+             "tenant_id": HOME_TENANT, "roles": "guest"}
+    findings = run(tmp_path, **_chat("c-alone", "group", [_member(AMY), guest]))
+    row = findings.iloc[0]
+    assert (row["actor"], row["actor_role"], row["counterparts"]) == (AMY, "pupil", "g@gmail.com")
+    assert "no member of staff" in row["summary"]
 
 
 def test_chat_with_pupil_and_a_member_who_is_not_an_entra_user(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from rule_builders import (
     DOMAIN,
     HOME_TENANT,
     JANE,
+    OFFICE,
     TOM,
     Mail,
     collected,
@@ -46,13 +47,20 @@ def near_misses() -> dict[str, Any]:
     """One of each routine thing a school does that no rule may report."""
     mail = Mail()
     mail.add(JANE, "sentitems", (JANE, "Jane Smith"), to=[(JANE, "Jane Smith")], bcc=[PARENT],
-             subject="Newsletter")
+             subject="Newsletter", attachments=True)
+    mail.add(JANE, "sentitems", (JANE, "Jane Smith"), to=[PARENT], subject="Permission slip",
+             attachments=True)  # a form to one parent on webmail (no parent roster here)
+    mail.add(OFFICE, "sentitems", (OFFICE, "Office"), to=[(f"parents-list@{DOMAIN}", "Parents")])
     mail.add(JANE, "inbox", PARENT, to=[(JANE, "Jane Smith")], subject="Reading book")
     mail.add(JANE, "sentitems", (JANE, "Jane Smith"), to=[PARENT], subject="RE: Reading book")
-    mail.add(JANE, "sentitems", (JANE, "Jane Smith"), to=PARTNERS[:1], subject="Early help")
+    mail.add(JANE, "sentitems", (JANE, "Jane Smith"), to=PARTNERS, subject="Early help")
     mail.add(TOM, "sentitems", (TOM, "Tom Teacher"), to=[(AMY, "Amy Pupil")], subject="Homework")
-    members = [{"chat_id": "c1", "user_id": uid(upn), "email": upn, "display_name": upn,
-                "tenant_id": HOME_TENANT, "roles": "owner"} for upn in (TOM, AMY)]
+    members = [{"chat_id": chat, "user_id": uid(upn), "email": upn, "display_name": upn,
+                "tenant_id": HOME_TENANT, "roles": "owner"}
+               for chat, upn in (("c1", TOM), ("c1", AMY), ("c2", JANE), ("c2", TOM))]
+    members.append({"chat_id": "c2", "user_id": "g-1", "email": "sw@lincolnshire.gov.uk",
+                    "display_name": "Social Worker", "tenant_id": HOME_TENANT,
+                    "roles": "guest"})  # a staff chat with a partner guest, no pupil
     return {
         "mail": mail,
         "rule_forwards": [forward("r1", TOM), forward("r2", PARTNERS[0][0]),
@@ -63,8 +71,8 @@ def near_misses() -> dict[str, Any]:
             mailbox_forwarding(TOM, f"SMTP:head@{DOMAIN}", "2024-01-01T00:00:00Z"),
             mailbox_forwarding(f"head@{DOMAIN}", "nurse@nhs.net", "2024-01-01T00:00:00Z"),
         ],
-        "chats": [{"chat_id": "c1", "chat_type": "group", "topic": "Class",
-                   "created_at": "2024-01-10T09:00:00Z"}],
+        "chats": [{"chat_id": chat, "chat_type": "group", "topic": "Class",
+                   "created_at": "2024-01-10T09:00:00Z"} for chat in ("c1", "c2")],
         "chat_members": members,
     }
 

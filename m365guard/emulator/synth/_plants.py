@@ -136,15 +136,17 @@ class Plants:
             self._chat(i, b.plant_time(i), "guest")
         for i in range(max(1, b.profile.plants_per_case // 2)):
             self._chat(i, 0, "fixed")
+            self._chat(i, b.plant_time(i), "partner")
 
     def _chat(self, index: int, at: int, kind: str) -> None:
         b = self.b
         teacher = next(self.staff)
         pupils = [next(self.pupils_with_mailbox) for _ in range(2 + index % 2)]
-        name, address = self.partners[index % len(self.partners)] if kind == "external" \
-            else self.stranger()
+        name, address = (self.suppliers[index] if kind == "external"
+                         else self.partners[index % len(self.partners)] if kind == "partner"
+                         else self.stranger())
         until = None
-        if kind == "external":
+        if kind in ("external", "partner"):
             outsider = member(b, name, address, b.guid(), tenant_id=b.guid())
         else:
             outsider = member(b, name, address, b.guid(), roles=("guest",))
@@ -152,8 +154,14 @@ class Plants:
             at, until = self.fix_window(index)
             outsider["x-visibleUntil"] = iso(until)
         members = [pm(b, teacher), *[pm(b, p) for p in pupils], outsider]
-        chat = add_chat(b, "group", "Extra tuition", members, at)
-        what = {"external": "a member from another tenant", "guest": "a guest",
+        topic = "Team around the child" if kind == "partner" else "Extra tuition"
+        chat = add_chat(b, "group", topic, members, at)
+        if kind == "partner":
+            b.label("1-partner", PUPIL, "info", "chat", chat["id"], teacher.upn, "info",
+                    "Teams chat of a teacher, pupils and a partner organisation's officer "
+                    "(another tenant): recorded, not a violation.", visible_from=at)
+            return
+        what = {"external": "a member of an outside firm's tenant", "guest": "a guest",
                 "fixed": "a guest who is removed later"}[kind]
         b.label("1c", PUPIL, "finding", "chat", chat["id"], teacher.upn, "high",
                 f"Teams chat with pupils and {what}.", visible_from=at, visible_until=until)
@@ -180,6 +188,27 @@ class Plants:
                              at=at)
             b.label("2-high-count", BCC, "finding", "message", imid, staff.upn, "high",
                     f"{len(many)} external addresses in To/Cc.", visible_from=at)
+            at = b.plant_time(i)
+            parents = [next(self.rostered_parents) for _ in range(2 + i % 2)]
+            office = b.by_address[f"office@{b.profile.domain}"]
+            imid = b.deliver(office.address, [(p.name, p.address) for p in parents],
+                             subject="Reminder: parents' evening", at=at)
+            b.label("2-high-shared", BCC, "finding", "message", imid, office.upn, "high",
+                    f"The office mailbox (allow-listed) shows {len(parents)} parents in To: "
+                    "the allow-list never hides an exposure.", visible_from=at)
+            at = b.plant_time(i)
+            parent = next(self.rostered_parents)
+            imid = b.deliver(staff.address, self.partners[:2], cc=[(parent.name, parent.address)],
+                             subject="Meeting about your child", at=at)
+            b.label("2-medium", BCC, "finding", "message", imid, staff.upn, "medium",
+                    "Two partner professionals and a parent in To/Cc: a parent mixed with "
+                    "partners still counts.", visible_from=at)
+            at = b.plant_time(i)
+            imid = b.deliver(staff.address, self.partners[i % 2:i % 2 + 2],
+                             cc=self.partners[3:4], subject="Strategy meeting", at=at)
+            b.label("2-near-miss", BCC, "none", "message", imid, staff.upn, None,
+                    "Multi-agency thread: every outside address in To/Cc is a partner.",
+                    visible_from=at)
             at = b.plant_time(i)
             colleague = next(self.staff)
             imid = b.deliver(staff.address, [colleague.address], bcc=self.partners[:3],
@@ -317,8 +346,10 @@ class Plants:
             staff, at = next(self.staff), b.plant_time(i)
             imid = b.deliver(staff.address, [self.stranger()], at=at, attachments=True,
                              subject="Class list")
-            b.label("4b", PERSONAL, "finding", "message", imid, staff.upn, "medium",
-                    "Attachment sent to an unknown personal address.", visible_from=at)
+            b.label("4-near-miss", PERSONAL, "none", "message", imid, staff.upn, None,
+                    "New mail with an attachment to an unidentified personal address: without "
+                    "the body it looks like a form sent to a parent, so no finding (the rule "
+                    "says it cannot see this).", visible_from=at)
             staff = next(self.rostered_staff if i % 2 else self.unrostered_staff)
             at = b.plant_time(i)
             assert staff.personal is not None
