@@ -164,6 +164,9 @@ class CollectSection(_Section):
     # first wait for the audit log query; doubles up to a minute (0: poll at once, as the
     # demo against the emulator does)
     audit_poll_seconds: StrictFloat = Field(default=0.5, ge=0, le=600)
+    # no retry waits past this many minutes after the run starts (a Retry-After is honoured
+    # as sent, however long, until then); what is left unread is reported, the run ends
+    run_deadline_minutes: StrictInt = Field(default=360, ge=1, le=1440)
     request_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=600)
 
 

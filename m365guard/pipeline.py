@@ -128,7 +128,8 @@ def run_nightly(
             since = collect_window_start(db, policy, now)
             log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
             run_id = 0
-            retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds)
+            retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds,
+                                deadline=started + policy.collect.run_deadline_minutes * 60)
             try:
                 # local inputs first: a bad export ends the run before Graph is contacted
                 export = load_forwarding_export(policy.collect.exchange_forwarding_export)

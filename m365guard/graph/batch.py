@@ -56,6 +56,7 @@ class Stream:
     round_trips: int = 0  # replies received, retries and resyncs included
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     chat_id: str = ""  # the chat whose full member list a chatMembers stream reads
+    hidden_rules: list[str] = field(default_factory=list)  # read-only rules Graph cannot show
 
     def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}

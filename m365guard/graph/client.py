@@ -17,8 +17,10 @@ $batch item's own status so the caller can retry items after their own Retry-Aft
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -62,16 +64,24 @@ class RetryPolicy:
 
     attempts: int = 6
     base_seconds: float = 1.0
-    max_seconds: float = 60.0
+    max_seconds: float = 60.0  # the longest backoff of our own (a Retry-After is not capped)
     request_timeout: float = 100.0
     connect_timeout: float = 15.0
+    # time.monotonic() past which no retry waits ([collect] run_deadline_minutes): a
+    # Retry-After that would end later gives up on that request instead
+    deadline: float | None = None
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (1-based); Retry-After wins."""
+        """Seconds to wait before retry number `attempt` (1-based). A Retry-After is honoured
+        as sent (throttling-limits.md: wait that long); otherwise exponential with jitter."""
         if retry_after is not None:
-            return float(min(retry_after, self.max_seconds))
+            return float(retry_after)
         ceiling = min(self.base_seconds * 2 ** (attempt - 1), self.max_seconds)
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    def fits(self, wait: float) -> bool:
+        """Whether waiting `wait` seconds still ends before the run's deadline."""
+        return self.deadline is None or time.monotonic() + wait <= self.deadline
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -82,7 +92,7 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return max(seconds, 0.0)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 @dataclass
@@ -279,8 +289,11 @@ class GraphSession:
                 continue
             if response.status_code not in RETRYABLE_STATUS or attempt == self.retry.attempts:
                 return response
-            wait = parse_retry_after(response.headers.get("Retry-After"))
-            await asyncio.sleep(self.retry.backoff(attempt, wait))
+            wait = self.retry.backoff(attempt, parse_retry_after(
+                response.headers.get("Retry-After")))
+            if not self.retry.fits(wait):
+                return response  # the caller records it as not read; the run ends in time
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def get_json(self, info: RequestInformation) -> tuple[int, Any]:

@@ -128,7 +128,15 @@ class MailboxStreams:
 
     def finish(self, stream: Stream, status: str, reason: str = "") -> None:
         self.round_trips[(stream.mailbox, stream.kind)] = stream.round_trips
-        if status in tables.READ_IN_FULL:
+        if status in tables.READ_IN_FULL and stream.hidden_rules:
+            # the rules Graph shows are kept; the mailbox is not clean while some are hidden
+            for name, rows in stream.rows.items():
+                self.sink.rows[name].extend(rows)
+            status, reason = "failed", (
+                f"{len(stream.hidden_rules)} inbox rule(s) not readable through Graph"
+                f" (isReadOnly, made by an admin tool: {', '.join(stream.hidden_rules[:3])});"
+                " check them with Get-InboxRule in Exchange Online PowerShell")
+        elif status in tables.READ_IN_FULL:
             for name, rows in stream.rows.items():
                 self.sink.rows[name].extend(rows)
             if stream.delta:
@@ -159,7 +167,12 @@ class MailboxStreams:
             if stream.attempts >= self.session.retry.attempts:
                 self.finish(stream, "failed", f"retries exhausted (HTTP {reply.status} {code})")
                 return None
-            return self.session.retry.backoff(stream.attempts, reply.retry_after)
+            wait = self.session.retry.backoff(stream.attempts, reply.retry_after)
+            if not self.session.retry.fits(wait):
+                self.finish(stream, "failed", f"HTTP {reply.status} {code}: Retry-After"
+                            f" {wait:.0f} s would pass the run deadline".replace("  ", " "))
+                return None
+            return wait
         # a chat's members are read with the chats' permission (chat-list-members.md lists
         # Chat.ReadBasic.All among those that serve it)
         kind = "messages" if stream.delta else "chats" if stream.kind == CHAT_MEMBERS \

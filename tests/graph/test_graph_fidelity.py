@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
+import pandas as pd
 import pytest
 from graph_support import FAST_RETRY, assert_same_table, clock, secret_conn
 
@@ -20,7 +24,8 @@ from m365guard.emulator.server import start_in_thread
 from m365guard.emulator.state import Tenant
 from m365guard.emulator.truth import expected_tables
 from m365guard.errors import ExitCode, GuardError
-from m365guard.graph.client import RetryPolicy, open_session
+from m365guard.graph import wire
+from m365guard.graph.client import RetryPolicy, mail_replies, open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect
 
 CHATS_ONLY = {"include_rules": False, "include_audit": False, "folders": ()}
@@ -123,3 +128,114 @@ def test_html_gateway_pages_are_transient_on_every_call_path(
                retry=RetryPolicy(attempts=2, base_seconds=0.01, max_seconds=0.02))
     assert caught.value.exit_code == ExitCode.HOST_UNREACHABLE
     assert "Graph kept failing" in caught.value.message
+
+
+def test_read_only_inbox_rules_are_not_readable_never_clean(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """messageRules can return rules with isReadOnly and no conditions or actions (made by
+    admin tools; docs-contrib issue 3336): recorded as not readable for that mailbox, the
+    mailbox's other rules kept."""
+    tenant = copy.deepcopy(school.tenant)
+    now = clock(school)
+    forwarding = expected_tables(tenant, now=now, since=now)["rule_forwards"]
+    user_id, upn = forwarding.iloc[0]["mailbox_id"], forwarding.iloc[0]["mailbox"]
+    box = tenant["mailboxes"][user_id]
+    box["messageRules"].append({
+        "id": "AQAAAJ5dZqA=", "displayName": "Set by transport admin", "sequence": 9,
+        "isEnabled": True, "isReadOnly": True, "hasError": False, "conditions": {},
+        "actions": {"redirectTo": [{"emailAddress": {"address": "x@gmail.com"}}]}})
+    result, _ = _night(tenant, tmp_path, include_chats=False, include_audit=False,
+                       folders=())
+    coverage = result.collected["coverage"].set_index(["mailbox", "folder"])
+    row = coverage.loc[(upn, "messageRules")]
+    assert row["status"] == "failed"
+    assert "not readable through Graph" in row["reason"] and "Get-InboxRule" in row["reason"]
+    forwards = result.collected["rule_forwards"]
+    theirs = forwards[forwards["mailbox"] == upn]
+    assert len(theirs) > 0 and "x@gmail.com" not in set(theirs["address"])
+    others = coverage.drop(index=(upn, "messageRules"))
+    assert set(others["status"]) <= {"ok", "no_mailbox"}
+
+
+def test_retry_after_is_honoured_as_sent_within_the_run_deadline(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """throttling-limits.md / throttling.md: wait the Retry-After Graph sends. Our own backoff
+    is capped; Retry-After is not, but no wait runs past the run's deadline."""
+    assert RetryPolicy(max_seconds=0.01).backoff(1, 120.0) == 120.0
+    tenant = copy.deepcopy(school.tenant)
+    slow = FaultConfig(batch_item_throttle_rate=1.0, retry_after_s=(300.0,))
+    started = time.monotonic()
+    retry = RetryPolicy(attempts=4, base_seconds=0.01, max_seconds=0.02,
+                        deadline=time.monotonic() + 20.0)
+    result, _ = _night(tenant, tmp_path, faults=slow, retry=retry, include_audit=False)
+    assert time.monotonic() - started < 20.0  # nothing slept 300 s
+    coverage = result.collected["coverage"]
+    mail = coverage[coverage["folder"].isin(["sentitems", "inbox"])
+                    & (coverage["status"] != "no_mailbox")]
+    assert set(mail["status"]) == {"failed"}
+    assert mail["reason"].str.contains("Retry-After 300 s would pass the run deadline").all()
+    assert len(result.collected["users"]) == len(tenant["users"])  # the rest was read
+
+
+def test_odd_but_valid_message_shapes(school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """message.md: dates are ISO 8601 (Exchange sends 7-digit fractions; an offset is valid);
+    a recipient may have only a name or only an address; annotations such as @odata.etag
+    are not fields."""
+    tenant = copy.deepcopy(school.tenant)
+    user_id = next(uid for uid, box in tenant["mailboxes"].items() if box.get("sentitems"))
+    box = tenant["mailboxes"][user_id]
+    base = dict(box["sentitems"][0])
+    received = clock(school) - dt.timedelta(days=1)
+    stamp = received.strftime("%Y-%m-%dT%H:%M:%SZ")
+    odd = [
+        {**base, "id": "AAMk7DIGITS", "internetMessageId": "<seven@x>",
+         "@odata.etag": 'W/"CQAAABYAAAARn2vdzPFjSbaPPxzjlzOTAAASsKZz"',
+         "receivedDateTime": stamp, "sentDateTime": "2024-10-19T08:37:12.1234567Z",
+         "toRecipients": [{"emailAddress": {"name": "Only A Name"}}]},
+        {**base, "id": "AAMkOFFSET", "internetMessageId": "<offset@x>",
+         "receivedDateTime": stamp, "sentDateTime": "2024-10-19T09:37:12+01:00",
+         "toRecipients": [{"emailAddress": {"address": "only@address.org"}}]},
+    ]
+    box["sentitems"] = [*box["sentitems"], *odd]
+    result, _ = _night(tenant, tmp_path, include_rules=False, include_chats=False,
+                       include_audit=False)
+    messages = result.collected["messages"].set_index("message_id")
+    assert messages.loc["AAMk7DIGITS", "sent_at"] == pd.Timestamp(
+        "2024-10-19T08:37:12.123456Z")
+    assert messages.loc["AAMkOFFSET", "sent_at"] == pd.Timestamp("2024-10-19T08:37:12Z")
+    recipients = result.collected["recipients"].set_index("message_id")
+    assert (recipients.loc["AAMk7DIGITS", "address"], recipients.loc["AAMk7DIGITS", "name"]) \
+        == ("", "Only A Name")
+    assert (recipients.loc["AAMkOFFSET", "address"], recipients.loc["AAMkOFFSET", "name"]) \
+        == ("only@address.org", "")
+    assert result.skipped == 0 and result.errors == []
+
+
+def test_documented_delta_pages_decode(tmp_path: Path) -> None:
+    """The sample responses of delta-query-messages.md, verbatim in shape: @odata.etag on
+    every item, an update-only item (only what changed, isRead as the string "true"), and an
+    @removed item, which is not a message."""
+    sample = {
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(message)",
+        "@odata.deltaLink": "https://graph.microsoft.com/v1.0/me/mailfolders('AQMkADNkNAAAgEMAA"
+                            "AA')/messages/delta?$deltatoken=GwcBoTmPuoGNlgXgF1nyUNMXY",
+        "value": [
+            {"@odata.type": "#microsoft.graph.message",
+             "id": "AAMkADk0MGFkODE3LWE4MmYtNDRhOS0Dh_6qB-pB2Sa2pUum19a6YAAKnLuxoAAA=",
+             "@removed": {"reason": "deleted"}},
+            {"@odata.type": "#microsoft.graph.message",
+             "@odata.etag": 'W/"CQAAABYAAAARn2vdzPFjSbaPPxzjlzOTAAASsKZz"',
+             "subject": "Holiday hours update", "isRead": "true",
+             "sender": {"emailAddress": {"name": "Dana Swope", "address": "danas@contoso.com"}},
+             "id": "AAMkADNkNAAASq35xAAA="},
+        ]}
+    response = httpx.Response(200, content=orjson.dumps({"responses": [
+        {"id": "0", "status": 200, "headers": {}, "body": sample}]}))
+    replies, messages, recipients = mail_replies(response, [4],
+                                                 wire.parse_mail_batch(response.content))
+    page = replies[0].page
+    assert page is not None and page.delta_link and page.items == 2
+    rows = messages.to_pylist()
+    assert [(r["stream"], r["message_id"], r["subject"]) for r in rows] == [
+        (4, "AAMkADNkNAAASq35xAAA=", "Holiday hours update")]
+    assert rows[0]["sent_at"] is None and recipients.num_rows == 0
