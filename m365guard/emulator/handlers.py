@@ -557,10 +557,9 @@ def list_message_rules(call: Call, params: dict[str, str]) -> GraphResponse:
     user, mailbox = mailbox_of(call.tenant, params["user_id"])
     if folder_of(mailbox, params["folder"]).name != "inbox":
         raise GraphError(400, "ErrorInvalidRequest", "Message rules exist only on the Inbox.")
-    # a rule made by an admin tool is isReadOnly and Graph shows neither its conditions nor
-    # its actions (docs-contrib issue 3336); Get-InboxRule does
-    rules = [{**rule, "conditions": {}, "actions": {}} if rule.get("isReadOnly") else rule
-             for rule in call.tenant.message_rules(mailbox)]
+    # served as stored: a rule made by an admin tool can come back isReadOnly with neither
+    # conditions nor actions (docs-contrib issue 3336); a tenant document plants it so
+    rules = call.tenant.message_rules(mailbox)
     select = select_of(call.request.query)
     return collection(call.request,
                       f"users('{user['id']}')/mailFolders('inbox')/messageRules",
