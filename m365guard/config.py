@@ -182,9 +182,11 @@ class StateSection(_Section):
 
 
 class OutputSection(_Section):
-    """[output]: where the CSV reports go."""
+    """[output]: where the CSV reports and the log go."""
 
     dir: Path = Path("m365guard-output")
+    # the nightly log; default m365guard.log in dir (a server keeps it under /var/log)
+    log_file: Path | None = None
 
 
 class EnforceSection(_Section):
@@ -297,6 +299,7 @@ _RELATIVE_PATHS: tuple[tuple[str, ...], ...] = (
     ("enforce", "client_secret_file"),
     ("enforce", "plans_dir"),
     ("enforce", "exchange_export"),
+    ("output", "log_file"),
 )
 
 

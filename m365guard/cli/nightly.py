@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
         policy = load_policy(config)
         out_dir = out or policy.output.dir
-        setup_logging(out_dir / "m365guard.log", verbose=verbose)
+        setup_logging(policy.output.log_file or out_dir / "m365guard.log", verbose=verbose)
         conn = resolve_connection(policy.tenant, os.environ)
         with progress_sink() as progress:
             outcome = run_nightly(policy, conn, out_dir, progress=progress)
