@@ -38,6 +38,9 @@ class FaultConfig:
     # envelope (what a load balancer in front of Graph sends; throttling-limits.md asks
     # clients to retry 503s whatever their body)
     html_error_rate: float = 0.0
+    # delta-query-messages.md: "Applying $filter in a delta query returns only up to 5,000
+    # messages" (the round ends with a deltaLink all the same)
+    filtered_delta_cap: int = 5000
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,
@@ -47,7 +50,8 @@ class FaultConfig:
             raise ValueError("fault rates must be between 0 and 1")
         if self.error_rate + self.reset_rate + self.slow_rate > 1.0:
             raise ValueError("error_rate + reset_rate + slow_rate must not exceed 1")
-        if self.mailbox_concurrency < 1 or self.budget_requests < 1 or self.budget_window_s <= 0:
+        if (self.mailbox_concurrency < 1 or self.budget_requests < 1 or self.budget_window_s <= 0
+                or self.filtered_delta_cap < 1):
             raise ValueError("throttling limits must be positive")
         if not self.retry_after_s or any(value <= 0 for value in self.retry_after_s):
             raise ValueError("retry_after_s needs positive values")

@@ -538,8 +538,10 @@ def start_delta_round(call: Call, user_id: str, folder: Folder) -> tuple[str, De
                                  "Delta on messages supports only receivedDateTime ge/gt.")
             since = condition.value
     asof = call.tenant.now_epoch
-    snapshot = DeltaSnapshot(user_id, folder.name, call.tenant.delta_changes(folder, state, since),
-                             select, size, since, asof)
+    changes = call.tenant.delta_changes(folder, state, since)
+    if since is not None:  # delta-query-messages.md: with $filter, only up to 5,000 messages
+        changes = changes[:call.service.faults.config.filtered_delta_cap]
+    snapshot = DeltaSnapshot(user_id, folder.name, changes, select, size, since, asof)
     round_id = secrets.token_urlsafe(12)
     with call.service.lock:
         call.service.delta_rounds[round_id] = snapshot

@@ -11,6 +11,7 @@ reads on; their rows are kept here, batch by batch, under the stream numbers.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import itertools
 import time
@@ -57,6 +58,10 @@ class Stream:
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     chat_id: str = ""  # the chat whose full member list a chatMembers stream reads
     hidden_rules: list[str] = field(default_factory=list)  # read-only rules Graph cannot show
+    # a plain listing of the window (no delta): read when a filtered delta round may have
+    # stopped at FILTERED_DELTA_CAP; its pages end without a deltaLink
+    listing: bool = False
+    since: dt.datetime | None = None  # the window start a mail stream's filter uses
 
     def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}

@@ -32,6 +32,9 @@ MESSAGE_FIELDS = (
 NO_MAILBOX_RECHECK = dt.timedelta(days=7)
 USER_SLOT = "m365guard-user-slot"  # stands for the user id in a per-mailbox URL template
 SYNC_STATE_GONE = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
+# delta-query-messages.md: "Applying $filter in a delta query returns only up to 5,000
+# messages"; every round we make is filtered (the filter lives on in the deltaLink)
+FILTERED_DELTA_CAP = 5000
 ProgressSink = Callable[[int, int], None]
 # a B2B guest's UPN carries #EXT# (user-list.md); their mailbox, if any, is in their own tenant
 GUEST_MARK = "#EXT#"
@@ -91,7 +94,25 @@ class MailboxStreams:
         headers = {"Prefer": f"odata.maxpagesize={self.page_size}"}
         url = self.session.relative(saved) if saved else start
         return Stream(upn, user_id, folder, start, url, headers, delta=True,
-                      number=next(self.numbers))
+                      number=next(self.numbers), since=since)
+
+    def window_stream(self, cut: Stream) -> Stream:
+        """The whole window of a folder whose delta round may have been cut at
+        FILTERED_DELTA_CAP, as a plain listing (user-list-messages.md: no such limit)."""
+        folder, since = cut.kind, cut.since or dt.datetime.now(dt.UTC)
+
+        def build(slot: str) -> str:
+            builder = self.session.client.users.by_user_id(slot).mail_folders \
+                .by_mail_folder_id(folder).messages
+            config = RequestConfiguration(
+                query_parameters=builder.MessagesRequestBuilderGetQueryParameters(
+                    select=list(MESSAGE_FIELDS),
+                    filter=f"receivedDateTime ge {iso(since)}"))
+            return str(builder.to_get_request_information(config).url)
+
+        url = self.user_url(f"list:{folder}:{iso(since)}", cut.mailbox_id, build)
+        return Stream(cut.mailbox, cut.mailbox_id, folder, url, url, cut.headers, delta=True,
+                      number=next(self.numbers), listing=True, since=since)
 
     def rules_stream(self, upn: str, user_id: str) -> Stream:
         def build(slot: str) -> str:
@@ -199,11 +220,14 @@ class MailboxStreams:
         if next_link:
             stream.url = self.session.relative(next_link)
             return 0.0
-        if stream.delta:
+        if stream.delta and not stream.listing:
             if not delta_link:
                 self.finish(stream, "failed", "delta page with neither nextLink nor deltaLink")
                 return None
             self.delta_links[(stream.mailbox, stream.kind)] = delta_link
+            if stream.items >= FILTERED_DELTA_CAP:  # may be cut: read the window in full
+                self.total += 1
+                self.spawn(self.window_stream(stream))
         self.finish(stream, "resynced" if stream.resynced else "ok")
         return None
 

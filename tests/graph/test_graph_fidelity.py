@@ -37,8 +37,8 @@ def _night(tenant: dict[str, Any], tmp_path: Path, *, faults: FaultConfig | None
     now = dt.datetime.fromisoformat(tenant["clock"]["start"])
     with start_in_thread(Tenant.from_document(tenant), workdir=tmp_path,
                          faults=faults) as emulator:
-        request = CollectRequest(since=now - dt.timedelta(days=30), until=now, page_size=40,
-                                 audit_poll_seconds=0.0, **options)
+        request = CollectRequest(**{"since": now - dt.timedelta(days=30), "until": now,
+                                    "page_size": 40, "audit_poll_seconds": 0.0, **options})
         with open_session(secret_conn(emulator.settings), retry) as session:
             result = collect(session, request)
         return result, emulator.stats
@@ -239,3 +239,30 @@ def test_documented_delta_pages_decode(tmp_path: Path) -> None:
     assert [(r["stream"], r["message_id"], r["subject"]) for r in rows] == [
         (4, "AAMkADNkNAAASq35xAAA=", "Holiday hours update")]
     assert rows[0]["sent_at"] is None and recipients.num_rows == 0
+
+
+def test_a_filtered_delta_round_cut_at_5000_is_read_in_full(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """delta-query-messages.md: "Applying $filter in a delta query returns only up to 5,000
+    messages". A round that lists that many is followed by a plain listing of the window."""
+    tenant = copy.deepcopy(school.tenant)
+    user_id = next(uid for uid, box in tenant["mailboxes"].items() if box.get("inbox"))
+    template = dict(tenant["mailboxes"][user_id]["inbox"][0])
+    start = clock(school) - dt.timedelta(days=20)
+    busy = []
+    for n in range(5003):
+        stamp = (start + dt.timedelta(minutes=5 * n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        busy.append({**template, "id": f"AAMkBUSY{n:05d}", "internetMessageId": f"<b{n}@x>",
+                     "receivedDateTime": stamp, "sentDateTime": stamp,
+                     "createdDateTime": stamp, "lastModifiedDateTime": stamp})
+    tenant["mailboxes"][user_id]["inbox"] = busy
+    result, stats = _night(tenant, tmp_path, include_rules=False, include_chats=False,
+                           include_audit=False, folders=("inbox",), page_size=1000)
+    messages = result.collected["messages"]
+    theirs = messages[messages["mailbox_id"] == user_id]
+    assert len(theirs) == 5003 and theirs["message_id"].is_unique
+    assert stats.per_route["GET /users/{user_id}/mailFolders/{folder}/messages"] >= 1
+    now = clock(school)
+    want = expected_tables(tenant, now=now, since=now - dt.timedelta(days=30))["messages"]
+    assert_same_table("messages", messages, want[want["folder"] == "inbox"])
+    assert set(result.collected["coverage"]["status"]) <= {"ok", "no_mailbox"}, result.errors
