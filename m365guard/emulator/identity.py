@@ -116,11 +116,16 @@ class Identity:
         self.tenant_id = tenant_id
         self.names = {tenant_id.lower(), *(d.lower() for d in domains)}
         self.app = app
+        self.apps = {app.client_id: app}  # further registrations: `register`
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._verify_key = self._signing_key.public_key()
         spki = self._verify_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         self.key_id = _b64url(hashlib.sha256(spki).digest())[:27]
+
+    def register(self, app: AppRegistration) -> None:
+        """Another app registration in the tenant (enforcement's write app, say)."""
+        self.apps[app.client_id] = app
 
     def knows(self, tenant: str) -> bool:
         return tenant.lower() in self.names
@@ -195,7 +200,8 @@ class Identity:
                                 "The app requested an unsupported grant type "
                                 f"'{form.get('grant_type', '')}'.")
         client_id = form.get("client_id", "")
-        if client_id != self.app.client_id:
+        app = self.apps.get(client_id)
+        if app is None:
             return _entra_error(
                 400, "unauthorized_client", 700016,
                 f"Application with identifier '{client_id}' was not found in the directory "
@@ -206,11 +212,11 @@ class Identity:
         if scope_error is not None:
             return scope_error
         if "client_assertion" in form:
-            assertion_error = self._check_assertion(base_url, tenant, form)
+            assertion_error = self._check_assertion(base_url, tenant, form, app)
             if assertion_error is not None:
                 return assertion_error
         elif "client_secret" in form:
-            if not secrets.compare_digest(form["client_secret"], self.app.client_secret):
+            if not secrets.compare_digest(form["client_secret"], app.client_secret):
                 return _entra_error(
                     401, "invalid_client", 7000215,
                     "Invalid client secret provided. Ensure the secret being sent in the request "
@@ -227,7 +233,7 @@ class Identity:
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME_S,
             "ext_expires_in": TOKEN_LIFETIME_S,
-            "access_token": self.issue_access_token(self.app.roles),
+            "access_token": self.issue_access_token(app.roles, app_id=app.client_id),
         })
 
     def _check_scope(self, base_url: str, scope: str) -> IdentityAnswer | None:
@@ -248,8 +254,8 @@ class Identity:
             )
         return None
 
-    def _check_assertion(self, base_url: str, tenant: str,
-                         form: Mapping[str, str]) -> IdentityAnswer | None:
+    def _check_assertion(self, base_url: str, tenant: str, form: Mapping[str, str],
+                         app: AppRegistration) -> IdentityAnswer | None:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             return _entra_error(400, "invalid_request", 90014,
                                 "The request body must contain the following parameter: "
@@ -263,7 +269,7 @@ class Identity:
         # msal pads its base64url thumbprints with "="; RFC 7515 does not: accept both.
         thumb_256 = str(header.get("x5t#S256") or "").rstrip("=")
         thumb_1 = str(header.get("x5t") or "").rstrip("=")
-        if thumb_256 != self.app.sha256_x5t and thumb_1 != self.app.sha1_x5t:
+        if thumb_256 != app.sha256_x5t and thumb_1 != app.sha1_x5t:
             return _entra_error(
                 401, "invalid_client", 700027,
                 "Client assertion contains an invalid signature. [Reason - The key was not found., "
@@ -275,7 +281,7 @@ class Identity:
         audiences = [f"{base_url}/{name}/oauth2/v2.0/token" for name in (tenant, self.tenant_id)]
         try:
             claims = jwt.decode(
-                assertion, self.app.public_key, algorithms=[header["alg"]],
+                assertion, app.public_key, algorithms=[header["alg"]],
                 audience=audiences, options={"require": ["exp", "aud", "iss", "sub"]},
                 leeway=300,
             )
@@ -291,7 +297,7 @@ class Identity:
         except jwt.PyJWTError:
             return _entra_error(401, "invalid_client", 700027,
                                 "Client assertion failed signature validation.")
-        if claims.get("iss") != self.app.client_id or claims.get("sub") != self.app.client_id:
+        if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
             return _entra_error(401, "invalid_client", 700023,
                                 "Client assertion issuer and subject must be the client id.")
         return None
@@ -299,16 +305,17 @@ class Identity:
     # -- access tokens -----------------------------------------------------------------------
 
     def issue_access_token(self, roles: Collection[str], *, lifetime_s: int = TOKEN_LIFETIME_S,
-                           tenant_id: str | None = None) -> str:
+                           tenant_id: str | None = None, app_id: str | None = None) -> str:
         """An app-only Graph token (tests forge expired or foreign-tenant ones with this)."""
         now = int(time.time())
+        app_id = app_id or self.app.client_id
         claims: dict[str, Any] = {
             "aud": GRAPH_RESOURCE,
             "iss": f"https://sts.windows.net/{tenant_id or self.tenant_id}/",
             "iat": now, "nbf": now, "exp": now + lifetime_s,
-            "appid": self.app.client_id, "appidacr": "1", "idtyp": "app",
-            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.app.client_id)),
-            "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, self.app.client_id)),
+            "appid": app_id, "appidacr": "1", "idtyp": "app",
+            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, app_id)),
+            "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, app_id)),
             "tid": tenant_id or self.tenant_id,
             "ver": "1.0",
         }

@@ -131,6 +131,15 @@ class RunningEmulator:
     def identity(self) -> Identity:
         return self._prepared.identity
 
+    def register_app(self, roles: Collection[str]) -> EmulatorSettings:
+        """Another app registration with its own id, secret and roles (the same client
+        certificate), e.g. the enforcement app; the settings a client of it uses."""
+        app = AppRegistration(str(uuid.uuid4()), secrets.token_urlsafe(30),
+                              self.identity.app.certificate_pem, tuple(roles))
+        self.identity.register(app)
+        return self.settings.model_copy(update={"client_id": app.client_id,
+                                                "client_secret": app.client_secret})
+
     def set_faults(self, faults: FaultConfig) -> None:
         """Change faults and throttling while serving (counters start afresh)."""
         self._prepared.service.faults.configure(faults)

@@ -63,9 +63,11 @@ class Site:
     emulator: RunningEmulator
 
     @classmethod
-    def make(cls, root: Path, emulator: RunningEmulator, *, enabled: bool = True) -> Site:
+    def make(cls, root: Path, emulator: RunningEmulator, *, enabled: bool = True,
+             enforce: str = "") -> Site:
+        """The policy, with extra `enforce` lines under [enforce]."""
         root.mkdir(parents=True, exist_ok=True)
-        (root / "policies.toml").write_text(POLICY.format(enabled=str(enabled).lower()),
+        (root / "policies.toml").write_text(POLICY.format(enabled=str(enabled).lower()) + enforce,
                                             encoding="utf-8")
         return cls(root, emulator)
 
