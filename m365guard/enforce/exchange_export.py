@@ -132,3 +132,27 @@ def _row(kind: str, name: str, severity: str, summary: str, counterparts: str = 
     return {"severity": severity, "occurred_at": pd.NaT, "actor": "", "actor_role": "tenant",
             "counterparts": counterparts, "object_type": kind, "object_id": f"{kind}/{name}",
             "summary": summary}
+
+
+COVERAGE_FOLDER = "exchangeExport"  # the coverage row a night writes for the export
+
+
+def posture_for_night(folder: Path | None, *, now: datetime, max_age_days: int,
+                      school_domains: frozenset[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tonight's posture findings and the export's coverage row (none without an export).
+    A stale export's row is `failed` (reason "stale: ..."), so the night is partial, never
+    clean, and the posture findings it last gave are not resolved."""
+    if folder is None:
+        return tables.empty("findings"), tables.empty("coverage")
+    posture = read_export(folder, now=now, max_age_days=max_age_days,
+                          school_domains=school_domains)
+    stamp = posture.exported_at.isoformat(timespec="seconds")
+    if posture.status == "stale":
+        status, reason = "failed", (f"stale: exported at {stamp}, older than {max_age_days}"
+                                    " days; run jobs/windows/export-exchange.ps1")
+    else:
+        status, reason = "ok", f"exported at {stamp}"
+    coverage = tables.make_table("coverage", [{"mailbox": "", "folder": COVERAGE_FOLDER,
+                                               "status": status, "reason": reason,
+                                               "items": len(posture.findings)}])
+    return posture.findings, coverage

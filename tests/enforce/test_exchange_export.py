@@ -110,3 +110,19 @@ def test_the_plan_gives_the_powershell_for_posture_findings(tmp_path: Path) -> N
         "Set-HostedOutboundSpamFilterPolicy -Identity 'Default' -AutoForwardingMode Off",
         "Set-RemoteDomain -Identity 'Default' -AutoForwardEnabled $false"]
     assert all(action.kind == "exchange_powershell" for action in plan.actions)
+
+
+def test_the_night_reads_the_export_and_a_stale_one_is_a_gap(tmp_path: Path) -> None:
+    from m365guard.enforce.exchange_export import posture_for_night
+
+    policies = [{"Name": "Default", "IsDefault": True, "AutoForwardingMode": "On", "Rules": []}]
+    fresh = _export(tmp_path / "fresh", policies=policies)
+    found, coverage = posture_for_night(fresh, now=NOW, max_age_days=8, school_domains=SCHOOL)
+    assert found["object_id"].tolist() == ["outbound_spam_policy/Default"]
+    assert coverage[["folder", "status", "items"]].values.tolist() == [["exchangeExport", "ok", 1]]
+    old = _export(tmp_path / "old", policies=policies, age=timedelta(days=30))
+    found, coverage = posture_for_night(old, now=NOW, max_age_days=8, school_domains=SCHOOL)
+    assert found.empty and coverage["status"].tolist() == ["failed"]
+    assert coverage["reason"].iloc[0].startswith("stale: exported at 2026-11-02")
+    none = posture_for_night(None, now=NOW, max_age_days=8, school_domains=SCHOOL)
+    assert none[0].empty and none[1].empty
