@@ -41,6 +41,12 @@ class FaultConfig:
     # delta-query-messages.md: "Applying $filter in a delta query returns only up to 5,000
     # messages" (the round ends with a deltaLink all the same)
     filtered_delta_cap: int = 5000
+    # the first N audit log queries are created but answered 504 (a gateway gave up while
+    # Graph carried on): a client that simply retries the POST creates a second query
+    audit_created_then_lost: int = 0
+    # records past which a query stops and says isRecordCountLimitExceeded (auditLogQuery
+    # resource); None: no limit reached
+    audit_record_limit: int | None = None
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,
@@ -94,6 +100,7 @@ class FaultEngine:
             self._rng = random.Random(config.seed)
             self._in_flight: Counter[tuple[str, str]] = Counter()
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+            self._lost = 0  # audit query creations answered 504 so far
 
     def admit(self, app_id: str, mailbox: str) -> Throttled | None:
         """Count a request against the app+mailbox limits; on success call release() after."""
@@ -141,6 +148,14 @@ class FaultEngine:
     def html_error(self) -> bool:
         with self._lock:
             return self._rng.random() < self.config.html_error_rate
+
+    def lose_created_query(self) -> bool:
+        """Whether this audit query creation answers 504 (see audit_created_then_lost)."""
+        with self._lock:
+            if self._lost < self.config.audit_created_then_lost:
+                self._lost += 1
+                return True
+            return False
 
     def retry_after(self) -> str:
         with self._lock:

@@ -636,11 +636,20 @@ def create_audit_query(call: Call, _: dict[str, str]) -> GraphResponse:
                          f"dates ({exc}).") from exc
     services = None if "AuditLogsQuery.Read.All" in call.claims.roles else {
         service for role, service in AUDIT_SERVICES_BY_ROLE.items() if role in call.claims.roles}
-    resource = call.tenant.create_audit_query(request, services)
+    resource = call.tenant.create_audit_query(request, services,
+                                              call.service.faults.config.audit_record_limit)
+    if call.service.faults.lose_created_query():
+        raise GraphError(504, "GatewayTimeout", "The gateway timed out (the query was created).")
     body = {"@odata.context":
             f"{call.request.base_url}/v1.0/$metadata#security/auditLog/queries/$entity",
             "@odata.type": "#microsoft.graph.security.auditLogQuery", **resource}
     return GraphResponse(201, body)
+
+
+def list_audit_queries(call: Call, _: dict[str, str]) -> GraphResponse:
+    """GET /security/auditLog/queries (security-auditlog-list-queries.md): every query."""
+    queries = [query.resource for query in list(call.tenant.audit_queries.values())]
+    return offset_page(call, "security/auditLog/queries", queries, default=100, maximum=1000)
 
 
 def audit_query(call: Call, query_id: str) -> Json:

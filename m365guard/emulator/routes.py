@@ -96,6 +96,7 @@ GRAPH_ROUTES = (
     GraphRoute("GET", "/chats/{chat_id}/members", h.list_chat_members, CHAT_MEMBERS_READ,
                FORBIDDEN),
     GraphRoute("POST", "/security/auditLog/queries", h.create_audit_query, AUDIT_READ, FORBIDDEN),
+    GraphRoute("GET", "/security/auditLog/queries", h.list_audit_queries, AUDIT_READ, FORBIDDEN),
     GraphRoute("GET", "/security/auditLog/queries/{query_id}", h.get_audit_query, AUDIT_READ,
                FORBIDDEN),
     GraphRoute("GET", "/security/auditLog/queries/{query_id}/records", h.list_audit_records,

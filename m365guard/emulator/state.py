@@ -404,7 +404,8 @@ class Tenant:
 
     # -- audit log ---------------------------------------------------------------------------
 
-    def create_audit_query(self, request: Mapping[str, Any], services: set[str] | None) -> Json:
+    def create_audit_query(self, request: Mapping[str, Any], services: set[str] | None,
+                           record_limit: int | None = None) -> Json:
         """Create a query over the audit records visible now; records are matched at once,
         the status moves notStarted -> running -> succeeded as it is polled."""
         start = parse_time(request["filterStartDateTime"]).timestamp()
@@ -434,7 +435,10 @@ class Tenant:
             "objectIdFilters": list(request.get("objectIdFilters") or []),
             "administrativeUnitIdFilters": list(request.get("administrativeUnitIdFilters") or []),
             "status": "notStarted",
+            "isRecordCountLimitExceeded": record_limit is not None and len(records) > record_limit,
         }
+        if record_limit is not None:
+            records = records[:record_limit]
         with self._lock:
             self.audit_queries[query_id] = AuditQuery(resource, records)
         return resource

@@ -275,19 +275,21 @@ class GraphSession:
         self.counter.by_status[status] = self.counter.by_status.get(status, 0) + 1
         return response
 
-    async def send(self, info: RequestInformation) -> httpx.Response:
-        """Send with whole-request retries; returns the last response (maybe an error status)."""
+    async def send(self, info: RequestInformation, *, retries: bool = True) -> httpx.Response:
+        """Send with whole-request retries (none: once); returns the last response (maybe an
+        error status)."""
         host = self.conn.graph_endpoint
-        for attempt in range(1, self.retry.attempts + 1):
+        attempts = self.retry.attempts if retries else 1
+        for attempt in range(1, attempts + 1):
             try:
                 response = await self._send_once(info)
             except httpx.TransportError as exc:
                 error = _transport_error(exc, host)
-                if error.exit_code == ExitCode.TLS_ERROR or attempt == self.retry.attempts:
+                if error.exit_code == ExitCode.TLS_ERROR or attempt == attempts:
                     raise error from exc
                 await asyncio.sleep(self.retry.backoff(attempt))
                 continue
-            if response.status_code not in RETRYABLE_STATUS or attempt == self.retry.attempts:
+            if response.status_code not in RETRYABLE_STATUS or attempt == attempts:
                 return response
             wait = self.retry.backoff(attempt, parse_retry_after(
                 response.headers.get("Retry-After")))

@@ -130,7 +130,7 @@ class _Night:
         reading = self.scheduler.run(todo, streams.handle)
         if request.include_audit:
             await asyncio.gather(reading, self.audit.read(
-                request.audit_since or request.since, now))
+                request.audit_since or request.since, now, users))
         else:
             await reading
 

@@ -266,3 +266,51 @@ def test_a_filtered_delta_round_cut_at_5000_is_read_in_full(
     want = expected_tables(tenant, now=now, since=now - dt.timedelta(days=30))["messages"]
     assert_same_table("messages", messages, want[want["folder"] == "inbox"])
     assert set(result.collected["coverage"]["status"]) <= {"ok", "no_mailbox"}, result.errors
+
+
+def _set_mailbox(record_id: str, identity: str, address: str, when: str) -> dict[str, Any]:
+    return {"id": record_id, "createdDateTime": when, "auditLogRecordType": "exchangeAdmin",
+            "operation": "Set-Mailbox", "service": "Exchange", "objectId": identity,
+            "userPrincipalName": "admin@manbylodge.sch.uk", "auditData": {"Parameters": [
+                {"Name": "Identity", "Value": identity},
+                {"Name": "ForwardingSmtpAddress", "Value": address}]}}
+
+
+def test_audit_log_identities_odd_records_limits_and_one_query(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """security-auditlogquery: a record's Identity is what the admin typed (resolved through
+    the directory); an odd auditData is a counted skip; isRecordCountLimitExceeded means
+    partial; a POST whose answer was lost is not sent again blindly (queries are limited)."""
+    tenant = copy.deepcopy(school.tenant)
+    now = clock(school)
+    user = next(u for u in tenant["users"] if u.get("mail") and u["displayName"].count(" ") == 1)
+    upn, name = user["userPrincipalName"], user["displayName"]
+    earlier = (now - dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (now - dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dn = f"EURPR01A001.prod.outlook.com/Microsoft Exchange Hosted Organizations/x/{name}"
+    odd = {**_set_mailbox("odd-1", upn, "smtp:a@b.com", later), "auditData": "not an object"}
+    tenant["auditRecords"] = [_set_mailbox("set-by-dn", dn, "smtp:jo@gmail.com", earlier),
+                              _set_mailbox("cleared-by-alias", upn.split("@")[0].upper(), "",
+                                           later), odd]
+    lost = FaultConfig(audit_created_then_lost=1)
+    options = {"include_rules": False, "include_chats": False, "folders": (),
+               "audit_since": now - dt.timedelta(days=30)}
+    with start_in_thread(Tenant.from_document(tenant), workdir=tmp_path,
+                         faults=lost) as emulator:
+        request = CollectRequest(since=now - dt.timedelta(days=1), until=now,
+                                 audit_poll_seconds=0.0, **options)  # type: ignore[arg-type]
+        with open_session(secret_conn(emulator.settings), FAST_RETRY) as session:
+            result = collect(session, request)
+        assert len(emulator.tenant.audit_queries) == 1  # the lost answer made no second query
+    forwarding = result.collected["mailbox_forwarding"]
+    assert list(forwarding.sort_values("observed_at")["mailbox"]) == [upn, upn]
+    assert list(forwarding.sort_values("observed_at")["address"]) == ["jo@gmail.com", ""]
+    assert result.skipped == 1
+    audit = result.collected["coverage"].query("folder == 'auditLog'")
+    assert list(audit["status"]) == ["ok"]
+    # a query that stopped at its record-count limit is partial, never ok
+    limited = FaultConfig(audit_record_limit=1)
+    result, _ = _night(tenant, tmp_path / "limited", faults=limited, **options)
+    audit = result.collected["coverage"].query("folder == 'auditLog'")
+    assert list(audit["status"]) == ["failed"]
+    assert audit["reason"].str.contains("isRecordCountLimitExceeded").all()
