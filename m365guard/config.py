@@ -207,6 +207,25 @@ class EnforceSection(_Section):
     exchange_export_max_age_days: StrictInt = Field(default=8, ge=1, le=90)
 
 
+class NotifySection(_Section):
+    """[notify]: who is told about what, from which mailbox, and an optional Teams channel."""
+
+    sender: Address | None = None  # the one school mailbox alerts and the weekly page come from
+    headteacher: list[Address] = []
+    dsl: list[Address] = []
+    dpo: list[Address] = []
+    it: list[Address] = []
+    alerts: StrictBool = True  # mail each role after a night with new high findings
+    weekly_to: list[Literal["headteacher", "dsl", "dpo", "it"]] = ["headteacher", "dsl", "dpo"]
+    # a file holding the Teams Workflows webhook URL (the URL is a secret: it carries a key)
+    teams_webhook_file: Path | None = None
+
+    def recipients(self, role: str) -> list[str]:
+        """The addresses of one role ([] when none are set)."""
+        addresses: list[str] = getattr(self, role)
+        return addresses
+
+
 class RuleSettings(_Section):
     """[rules.<rule-id>]: keys every rule accepts. severity/clause default to the rule's own."""
 
@@ -265,6 +284,7 @@ class Policy(_Section):
     collect: CollectSection = Field(default_factory=CollectSection)
     state: StateSection = Field(default_factory=StateSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     rules: RulesSection = Field(default_factory=RulesSection)
     enforce: EnforceSection = Field(default_factory=EnforceSection)
 

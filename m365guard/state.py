@@ -197,6 +197,24 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX enforcement_events_at ON enforcement_events (at);
     """,
+    # 3: alerts and weekly pages sent, or not (m365guard/notify/log.py)
+    """
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('alert', 'weekly')),
+        period TEXT NOT NULL,
+        role TEXT NOT NULL,
+        channel TEXT NOT NULL CHECK (channel IN ('mail', 'teams')),
+        run_id INTEGER,
+        at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('sent', 'failed')),
+        recipients INTEGER NOT NULL,
+        finding_ids TEXT NOT NULL,
+        error TEXT NOT NULL
+    );
+    CREATE INDEX notifications_period ON notifications (kind, period, role, channel);
+    CREATE INDEX notifications_at ON notifications (at);
+    """,
 )
 
 

@@ -77,6 +77,11 @@ def register(app: typer.Typer) -> None:
         conn = resolve_connection(section, os.environ)
         checks = run_doctor(conn, kinds_for_policy(policy))
         checks += app_checks(policy, conn, os.environ)
+        if policy is not None and policy.notify.sender is not None and all(
+                check.passed for check in checks):
+            from m365guard.graph.sendmail import sending_check
+
+            checks.append(sending_check(conn, policy.notify.sender))
         print_checks(checks, Console(width=160))
         if not all(check.passed for check in checks):
             raise typer.Exit(int(ExitCode.PERMISSION_MISSING) if any(

@@ -73,6 +73,9 @@ def register(app: typer.Typer) -> None:
         conn = resolve_connection(policy.tenant, os.environ)
         with progress_sink() as progress:
             outcome = run_nightly(policy, conn, out_dir, progress=progress)
+        from m365guard.notify.nightly import notify_after_run
+
+        notify_after_run(policy, conn, outcome)
         typer.echo(f"{outcome.run.outcome}: {len(outcome.update.new)} new, "
                    f"{len(outcome.update.still_open)} still open, "
                    f"{len(outcome.update.resolved)} resolved -> {outcome.paths.findings_csv}")

@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         out: OutOption = None,
         week: Annotated[str | None, typer.Option(
             "--week", help="ISO week such as 2025-W10 (default: the last complete week).")] = None,
+        send: Annotated[bool, typer.Option(
+            "--send", help="Also mail the page (CSVs attached) to [notify] weekly_to.")] = False,
     ) -> None:
         """Write the weekly summary CSVs and the one-page HTML for the headteacher."""
         from m365guard.cli.weekly_input import read_weekly_input
@@ -75,6 +77,14 @@ def register(app: typer.Typer) -> None:
         paths = write_weekly_reports(out or policy.output.dir, data)
         for path in (paths.summary_csv, paths.detail_csv, paths.by_staff_csv, paths.html):
             typer.echo(str(path))
+        if send:
+            import os
+
+            from m365guard.graph.settings import resolve_connection
+            from m365guard.notify.weekly import send_weekly_page
+
+            conn = resolve_connection(policy.tenant, os.environ)
+            typer.echo(send_weekly_page(policy, conn, data, paths, now))
 
     @app.command()
     def audit(

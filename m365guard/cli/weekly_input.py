@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from m365guard.notify import log as notify_log
 from m365guard.reports.weekly import WeeklyInput
 from m365guard.reports.weeks import IsoWeek
 from m365guard.state import StateDB
@@ -16,6 +17,11 @@ def read_weekly_input(db: StateDB, week: IsoWeek, now: datetime, *, school_name:
                       rule_titles: Mapping[str, str]) -> WeeklyInput:
     """The findings, their history and the week's runs, plus when monitoring began."""
     earlier = db.runs_between(EPOCH, min(week.end, now))
+    conn = notify_log.connect(db.path)
+    try:
+        failed = notify_log.failures_between(conn, week.start, week.end)
+    finally:
+        conn.close()
     return WeeklyInput(
         findings=db.findings(),
         history=db.finding_history(),
@@ -25,4 +31,6 @@ def read_weekly_input(db: StateDB, week: IsoWeek, now: datetime, *, school_name:
         now=now,
         school_name=school_name,
         rule_titles=dict(rule_titles),
+        undelivered=tuple((entry.at, f"{entry.kind} to {entry.role} by {entry.channel}",
+                           entry.error) for entry in failed),
     )

@@ -54,6 +54,8 @@ class WeeklyInput:
     now: datetime
     school_name: str
     rule_titles: Mapping[str, str] = field(default_factory=dict)
+    # alerts and pages that could not be delivered during the week: (when, what, why)
+    undelivered: tuple[tuple[datetime, str, str], ...] = ()
 
     def title(self, rule_id: str) -> str:
         """A rule's plain title."""

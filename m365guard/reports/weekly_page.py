@@ -111,7 +111,10 @@ def _verdict(data: WeeklyInput, new: pd.DataFrame, waiting: pd.DataFrame,
         lines.append(f"<p>Checks were incomplete on {text(plural(len(gaps), 'night'))}: see"
                      " Monitoring. No findings from those nights does not mean nothing"
                      " happened.</p>")
-    acting = bool(new_high or len(gaps) or len(new) or len(waiting))
+    if data.undelivered:
+        lines.append(f"<p>{text(plural(len(data.undelivered), 'alert'))} could not be"
+                     " delivered this week: see below.</p>")
+    acting = bool(new_high or len(gaps) or len(new) or len(waiting) or data.undelivered)
     return f'<div class="verdict{" act" if acting else ""}">{"".join(lines)}</div>'
 
 
@@ -183,6 +186,17 @@ def _monitoring(data: WeeklyInput, nights: pd.DataFrame) -> str:
             + "".join(f'<p class="muted small">{text(note)}</p>' for note in notes))
 
 
+def _undelivered(data: WeeklyInput) -> str:
+    """Alerts that did not arrive: whoever relies on them must know to look here instead."""
+    if not data.undelivered:
+        return ""
+    items = "".join(f"<li>{text(uk_date(at, data, with_time=True))}: {text(what)}: {text(why)}"
+                    "</li>" for at, what, why in data.undelivered)
+    return (f'<h2>Alerts not delivered ({len(data.undelivered)})</h2><div class="warn">'
+            "<p>These could not be sent; the people they were for have not been told. IT"
+            f" should fix the cause (see <code>m365guard doctor</code>).</p><ul>{items}</ul></div>")
+
+
 def _by_check(data: WeeklyInput) -> str:
     summary = weekly_summary(data.findings, data.history, data.week)
     if summary.empty:
@@ -217,6 +231,7 @@ def weekly_html(data: WeeklyInput, *, detail_name: str) -> str:
         f" {text(uk_date(data.now, data, with_time=True))}</p>",
         _verdict(data, new, waiting, nights),
         _new_section(data, new),
+        _undelivered(data),
         _open_section(data, waiting),
         _monitoring(data, nights),
         "<h2>New findings per week</h2>",

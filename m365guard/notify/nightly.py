@@ -1,0 +1,66 @@
+"""After the nightly run has committed: alert the responsible roles, note it in the run JSON.
+
+Why after the commit and never raising: the run's findings are safe in state before anyone is
+told, and nothing a mail server does can fail the run or change its exit code. What was (not)
+delivered is added to run-YYYY-MM-DD.json under "notifications" (rewritten atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pandas as pd
+
+from m365guard.config import Policy
+from m365guard.graph.settings import ConnectionSettings
+from m365guard.notify import log as notify_log
+from m365guard.notify.deliver import MailSender, alert_after_night
+from m365guard.pipeline import NightlyOutcome
+from m365guard.reports.csvfile import write_bytes_atomic
+from m365guard.reports.weeks import local_day, school_zone
+from m365guard.rules import rule_titles
+from m365guard.state import iso
+
+log = logging.getLogger(__name__)
+
+
+def notify_after_run(policy: Policy, conn: ConnectionSettings, outcome: NightlyOutcome, *,
+                     now: datetime | None = None, send: MailSender | None = None,
+                     ) -> list[notify_log.Notification]:
+    """Send the night's alerts; every outcome is logged and written to the run JSON."""
+    now = now or datetime.now(UTC)
+    fresh = pd.concat([outcome.update.new, outcome.update.reopened], ignore_index=True)
+    try:
+        entries = alert_after_night(policy, conn, fresh, outcome.run.run_id,
+                                    outcome.run.started_at, now, titles=rule_titles(), send=send)
+    except Exception as exc:  # a failure to notify must never lose the run
+        log.exception("notify: alerts could not be sent")
+        night = local_day(outcome.run.started_at, school_zone(policy.school.time_zone))
+        entry = notify_log.Notification(
+            "alert", night.isoformat(), "all", "mail", outcome.run.run_id, now, "failed", 0,
+            tuple(fresh["finding_id"]), f"{type(exc).__name__}: {exc}")
+        entries = [entry]
+        try:
+            db = notify_log.connect(policy.state.path)
+            try:
+                notify_log.record(db, entry)
+            finally:
+                db.close()
+        except Exception:
+            log.exception("notify: the failure could not be recorded in state")
+    if entries:
+        add_to_run_json(outcome.paths.run_json, entries)
+    return entries
+
+
+def add_to_run_json(target: Path, entries: list[notify_log.Notification]) -> None:
+    """Add (or extend) the run JSON's "notifications" list."""
+    document = orjson.loads(target.read_bytes())
+    document.setdefault("notifications", []).extend(
+        {"kind": e.kind, "role": e.role, "channel": e.channel, "status": e.status,
+         "recipients": e.recipients, "findings": list(e.finding_ids), "at": iso(e.at),
+         "error": e.error} for e in entries)
+    write_bytes_atomic(target, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
