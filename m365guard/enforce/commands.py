@@ -88,7 +88,7 @@ def apply(config: Path, plan_file: Path, *, approved_by: str | None, yes: bool,
                                       yes=yes, clock=_now)
         finally:
             store.close()
-    lines = [outcome.line for outcome in outcomes]
+    lines = [printable(outcome.line) for outcome in outcomes]
     if not yes:
         lines.append("dry run: nothing was changed; add --yes to carry out the plan")
     complete = all(outcome.complete for outcome in outcomes)
@@ -108,7 +108,9 @@ def undo(config: Path, action_id: str, *, by: str, yes: bool, verbose: bool) -> 
                                    clock=_now)
         finally:
             store.close()
-    lines = [line] if yes else [line, "dry run: nothing was changed; add --yes to undo"]
+    lines = [printable(line)]
+    if not yes:
+        lines.append("dry run: nothing was changed; add --yes to undo")
     return lines, ExitCode.CLEAN
 
 
