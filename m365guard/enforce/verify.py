@@ -6,8 +6,11 @@ For each journalled `done` action on an inbox rule whose mailbox tonight's run r
   state resolves the finding the action fixed;
 - the rule forwards again, enabled: drift, a finding of its own (`enforcement-drift`, high),
   which state resolves once the rule is off again. The original finding reopens by itself.
-A mailbox the run could not read verifies nothing. Verification events are journalled after
-the night's state is committed, so a killed run only repeats them.
+A mailbox the run could not read verifies nothing. Actions handed to an Exchange admin
+(`manual`: mailbox forwarding, tenant posture) are verified when their finding is no longer
+seen and a source that shows it was read in full tonight, else noted as still pending.
+Verification events are journalled after the night's state is committed, so a killed run
+only repeats them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ RULE_ID = "enforcement-drift"
 CLAUSE = "AUP-INTENDED-RECIPIENTS"
 SEVERITY = "high"
 SYSTEM = "m365guard nightly"
+# The coverage folders whose full read shows a manual action's object (see graph/collect.py
+# and exchange_export.py); any one of them read in full will do.
+MANUAL_SOURCES: dict[str, tuple[str, ...]] = {
+    "mailbox_forwarding": ("auditLog", "forwardingExport"),
+    "outbound_spam_policy": ("exchangeExport",),
+    "remote_domain": ("exchangeExport",),
+    "transport_rule": ("exchangeExport",),
+}
 
 
 @dataclass
@@ -36,9 +47,19 @@ class Verification:
     fixed: set[str] = field(default_factory=set)  # finding ids the actions fixed
     drift: pd.DataFrame = field(default_factory=lambda: tables.empty("findings"))
     results: list[tuple[JournalAction, str, str]] = field(default_factory=list)
+    manual: list[tuple[JournalAction, str]] = field(default_factory=list)  # with object type
+    read_sources: set[str] = field(default_factory=set)  # folders read in full tonight
 
     def findings(self, found: pd.DataFrame) -> pd.DataFrame:
-        """Tonight's findings with fixed ones dropped and drift added."""
+        """Tonight's findings with fixed ones dropped and drift added; manual actions are
+        judged here, against tonight's findings."""
+        seen = set(found["finding_id"])
+        for action, object_type in self.manual:
+            if action.finding_id in seen:
+                self.results.append((action, "pending", "the finding is still seen: the"
+                                     " PowerShell has not been run, or not taken effect"))
+            elif self.read_sources & set(MANUAL_SOURCES.get(object_type, ())):
+                self.results.append((action, "verified", "the finding is no longer seen"))
         kept = found[~found["finding_id"].isin(self.fixed)]
         frames = [frame for frame in (kept, self.drift) if not frame.empty]
         if not frames:
@@ -46,15 +67,21 @@ class Verification:
         return tables.conform("findings", pd.concat(frames, ignore_index=True))
 
 
-def verify(actions: list[JournalAction], collected: tables.Collected) -> Verification:
-    """Check done inbox-rule actions against the rules tonight's run read."""
+def verify(actions: list[JournalAction], collected: tables.Collected,
+           object_types: dict[str, str] | None = None) -> Verification:
+    """Check done inbox-rule actions against the rules tonight's run read; keep manual ones
+    (finding id -> object type in `object_types`) to judge against tonight's findings."""
     coverage = collected["coverage"]
-    read = {str(mailbox).lower() for mailbox, folder, status in
-            zip(coverage["mailbox"], coverage["folder"], coverage["status"], strict=True)
-            if folder == "messageRules" and status in tables.READ_IN_FULL}
+    full = coverage[coverage["status"].isin(tables.READ_IN_FULL)]
+    read = {str(mailbox).lower() for mailbox, folder in
+            zip(full["mailbox"], full["folder"], strict=True) if folder == "messageRules"}
     forwards = collected["rule_forwards"]
     keys = forwards["mailbox"].str.lower() + "/" + forwards["rule_id"]
-    result = Verification()
+    failed = set(coverage.loc[~coverage["status"].isin(tables.READ_IN_FULL), "folder"])
+    result = Verification(read_sources=set(full["folder"]) - failed)
+    for action in actions:
+        if action.status == "manual" and action.object_id:
+            result.manual.append((action, (object_types or {}).get(action.finding_id, "")))
     drift_rows = []
     for action in actions:
         if action.kind != "disable_inbox_rule" or action.status != "done":
@@ -90,7 +117,10 @@ def nightly_check(state_path: Path, collected: tables.Collected) -> Verification
     """Verify every done action against tonight's collection (read only)."""
     conn = journal.connect(state_path)
     try:
-        return verify(journal.actions(conn, status="done"), collected)
+        done = journal.actions(conn, status="done")
+        manual = journal.actions(conn, status="manual")
+        types = dict(conn.execute("SELECT finding_id, object_type FROM findings").fetchall())
+        return verify([*done, *manual], collected, types)
     finally:
         conn.close()
 

@@ -29,7 +29,7 @@ folders = ["inbox"]
 include_chats = false
 include_audit_log = false
 request_timeout_seconds = 10.0
-
+{collect}
 [state]
 path = "state/m365guard.db"
 
@@ -64,11 +64,11 @@ class Site:
 
     @classmethod
     def make(cls, root: Path, emulator: RunningEmulator, *, enabled: bool = True,
-             enforce: str = "") -> Site:
-        """The policy, with extra `enforce` lines under [enforce]."""
+             enforce: str = "", collect: str = "") -> Site:
+        """The policy, with extra lines under [enforce] and [collect]."""
         root.mkdir(parents=True, exist_ok=True)
-        (root / "policies.toml").write_text(POLICY.format(enabled=str(enabled).lower()) + enforce,
-                                            encoding="utf-8")
+        text = POLICY.format(enabled=str(enabled).lower(), collect=collect) + enforce
+        (root / "policies.toml").write_text(text, encoding="utf-8")
         return cls(root, emulator)
 
     @property
