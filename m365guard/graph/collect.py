@@ -34,7 +34,7 @@ from m365guard.graph.audit import AuditReader
 from m365guard.graph.batch import BatchScheduler
 from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.directory import DirectoryReader
-from m365guard.graph.mailboxes import MailboxStreams, ProgressSink, is_guest
+from m365guard.graph.mailboxes import MailboxStreams, ProgressSink, is_guest, mark_key
 from m365guard.graph.pages import frame, mail_tables
 from m365guard.graph.sink import RowSink
 
@@ -70,6 +70,10 @@ class CollectRequest:
     mailbox_concurrency: int = 4
     audit_poll_seconds: float = 0.5  # first wait; doubles up to a minute
     audit_timeout_seconds: float = 1800.0
+    # where each stream was last read in full, by (mailbox upn lowercased or "" tenant-wide,
+    # kind: the folder name, "messageRules", "chats", "auditLog"): a stream reads from its own
+    # mark (a failed night's mail is read the next night), `since` when it has none
+    read_marks: Mapping[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +89,8 @@ class CollectResult:
     # $batch items each per-mailbox stream sent, by (mailbox upn, kind): the chain of round
     # trips it needed, retries included (the benchmark's latency bound is built from these)
     round_trips: dict[tuple[str, str], int] = field(default_factory=dict)
+    # `until` for each stream read in full tonight (keys as CollectRequest.read_marks)
+    read_marks: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
 
 class _Night:
@@ -116,9 +122,7 @@ class _Night:
         now = request.until or dt.datetime.now(dt.UTC)
         mailboxes = streams.asked_tonight(everyone, request.without_mailbox, now, kinds)
         # kind by kind: a $batch holds mail only or no mail (see batch.py), so few are part-full
-        todo = [streams.mail_stream(upn, user_id, folder,
-                                    min(request.since,
-                                        request.without_mailbox.get(upn, request.since)))
+        todo = [streams.mail_stream(upn, user_id, folder, self.window_start(upn, folder))
                 for upn, user_id in mailboxes for folder in request.folders]
         if request.include_rules:
             todo.extend(streams.rules_stream(upn, user_id) for upn, user_id in mailboxes)
@@ -129,10 +133,28 @@ class _Night:
         streams.total += len(todo)
         reading = self.scheduler.run(todo, streams.handle)
         if request.include_audit:
-            await asyncio.gather(reading, self.audit.read(
-                request.audit_since or request.since, now, users))
+            audit_since = min(request.audit_since or request.since,
+                              request.read_marks.get(("", "auditLog"), request.since))
+            await asyncio.gather(reading, self.audit.read(audit_since, now, users))
         else:
             await reading
+
+    def window_start(self, upn: str, folder: str) -> dt.datetime:
+        """Where a folder's window starts: its own read mark (else `since`), or earlier when
+        the user was last found without a mailbox (their mail since that check)."""
+        request = self.request
+        start = request.read_marks.get(mark_key(upn, folder), request.since)
+        return min(start, request.without_mailbox.get(upn, start))
+
+    def read_marks(self) -> dict[tuple[str, str], dt.datetime]:
+        """`until` for each stream read in full (the audit log by its coverage row)."""
+        until = self.request.until or dt.datetime.now(dt.UTC)
+        streams = self.streams
+        keys = streams.read_in_full_keys - streams.not_read_keys
+        audit = [row[2] for row in self.sink.rows["coverage"] if row[1] == "auditLog"]
+        if audit and set(audit) <= tables.READ_IN_FULL:
+            keys.add(("", "auditLog"))
+        return dict.fromkeys(sorted(keys), until)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every collected table, from the rows and columns the streams kept."""
@@ -168,4 +190,5 @@ def collect(session: GraphSession, request: CollectRequest,
         errors=night.sink.errors,
         skipped=night.sink.skipped,
         round_trips=night.streams.round_trips,
+        read_marks=night.read_marks(),
     )

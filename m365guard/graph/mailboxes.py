@@ -41,6 +41,12 @@ GUEST_MARK = "#EXT#"
 GUEST_REASON = f"{tables.NOT_ASKED}: a guest ({GUEST_MARK}) has no mailbox in this tenant"
 
 
+def mark_key(mailbox: str, kind: str) -> tuple[str, str]:
+    """The read-mark key of a stream: (mailbox upn lowercased, "" tenant-wide; its kind, a
+    chat's member list counting as the mailbox's chats)."""
+    return mailbox.lower(), "chats" if kind == CHAT_MEMBERS else kind
+
+
 def is_guest(upn: str) -> bool:
     """A B2B guest account (never read: it has no mailbox or chats list in this tenant)."""
     return GUEST_MARK in upn.upper()
@@ -65,6 +71,10 @@ class MailboxStreams:
         self.finished = 0
         self.total = 0
         self.spawn: Callable[[Stream], None] = lambda stream: None  # the scheduler's add
+        # (mailbox upn lowercased, kind) of each stream read in full, and of each that was not
+        # (a later success of the same kind, e.g. a window listing, cannot undo a failure)
+        self.read_in_full_keys: set[tuple[str, str]] = set()
+        self.not_read_keys: set[tuple[str, str]] = set()
         self.members_asked: set[str] = set()  # chats whose full member list is being read
 
     def user_url(self, key: str, user_id: str, build: Callable[[str], str]) -> str:
@@ -162,6 +172,11 @@ class MailboxStreams:
                 self.sink.rows[name].extend(rows)
             if stream.delta:
                 self.read_in_full[stream.number] = stream
+        key = mark_key(stream.mailbox, stream.kind)
+        if status in tables.READ_IN_FULL:
+            self.read_in_full_keys.add(key)
+        else:
+            self.not_read_keys.add(key)
         self.sink.cover(stream.mailbox, stream.kind, status, reason, stream.items)
         self.finished += 1
         if self.progress is not None:

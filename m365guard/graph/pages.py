@@ -141,6 +141,14 @@ def mail_tables(batches: list[tuple[pa.Table, pa.Table]], read_in_full: Mapping[
     for number in _where(messages, pc.invert(has_id))["stream"].to_pylist():
         skip(read_in_full[number], "a message without an id")
     messages = _where(messages, has_id)
+    readable = _readable_times(messages["sent_at"])
+    if readable is not None:  # one unreadable date costs its message, never the folder
+        for number, message_id, value in zip(
+                *(_where(messages, pc.invert(readable))[column].to_pylist()
+                  for column in ("stream", "message_id", "sent_at")), strict=True):
+            skip(read_in_full[number], f"message {message_id}: unreadable sentDateTime"
+                                       f" {str(value)[:40]!r}")
+        messages = _where(messages, readable)
     streams = [read_in_full.get(number) for number in range(kept[-1].as_py() + 1)]
     for column, value in (("mailbox_id", "mailbox_id"), ("mailbox", "mailbox"),
                           ("folder", "kind")):
@@ -191,14 +199,34 @@ def _table(name: str, table: pa.Table) -> pd.DataFrame:
     return tables.conform(name, pd.DataFrame(data, copy=False))
 
 
-def _timestamps(values: pa.ChunkedArray) -> Any:
+def _readable_times(values: pa.ChunkedArray) -> pa.Array | None:
+    """None when every time casts (the normal night, one cast); otherwise which rows hold a
+    time (or none) that pandas' ISO 8601 parser reads."""
+    try:
+        _timestamps(values, strict=True)
+        return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    text = pd.Series(values.to_pylist(), dtype=object)
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    return pa.array((parsed.notna() | text.isna()).to_numpy(bool))
+
+
+def _timestamps(values: pa.ChunkedArray, *, strict: bool = False) -> Any:
     """ISO 8601 text as UTC microseconds. Exchange writes up to 7 fraction digits (100 ns
     ticks) and any offset is valid: the 7th digit is cut (only if a plain cast fails, so a
     normal night pays nothing); text no cast can read is left to `tables.conform`."""
     utc = pa.timestamp("us", tz="UTC")
-    for attempt in (values, pc.replace_substring_regex(values, SUB_MICROSECOND.pattern, r"\1")):
-        try:
-            return pd.arrays.ArrowExtensionArray(attempt.cast(utc))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            continue
-    return values.to_pylist()
+    try:
+        return pd.arrays.ArrowExtensionArray(values.cast(utc))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        trimmed = pc.replace_substring_regex(values, SUB_MICROSECOND.pattern, r"\1")
+    try:
+        return pd.arrays.ArrowExtensionArray(trimmed.cast(utc))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if strict:
+            raise
+    # ISO 8601 forms Arrow's cast does not know (pandas does): parsed one by one
+    parsed = pd.to_datetime(pd.Series(trimmed.to_pylist(), dtype=object), utc=True,
+                            format="ISO8601", errors="coerce")
+    return pd.arrays.ArrowExtensionArray(pa.array(parsed.dt.floor("us"), type=utc))

@@ -177,3 +177,28 @@ def test_collect_never_starts_with_a_bad_certificate(emulator: RunningEmulator, 
     with pytest.raises(GuardError) as caught:
         open_session(cert_conn(emulator.settings, certificate_path=path))
     assert caught.value.exit_code == ExitCode.CERTIFICATE_ERROR
+
+
+def test_each_stream_reads_from_its_own_mark_and_resyncs_from_it(
+        emulator: RunningEmulator, school: synth.SyntheticSchool) -> None:
+    """Issue 18: a folder not read in full one night is read from its own mark the next
+    (not from the global window start), and a 410 resync starts from that mark too."""
+    mail_only = {"include_rules": False, "include_chats": False}
+    now = clock(school)
+    month_ago = now - dt.timedelta(days=30)
+    first = night(emulator, school, month_ago, until=now, **mail_only)
+    assert first.read_marks[("", "auditLog")] == now
+    truth = expected_tables(school.tenant, now=now, since=month_ago)["messages"]
+    upn = truth[truth["folder"] == "inbox"]["mailbox"].value_counts().index[0]
+    assert first.read_marks[(upn.lower(), "inbox")] == now
+    # the next night: this inbox last read in full a month ago; every delta link expired
+    emulator.tenant.expire_delta_tokens()
+    marks = {(upn.lower(), "inbox"): month_ago}
+    second = night(emulator, school, now, first.delta_links, until=now, read_marks=marks,
+                   **mail_only)
+    got = second.collected["messages"]
+    theirs = truth[(truth["mailbox"] == upn) & (truth["folder"] == "inbox")]
+    assert_same_table("messages", got, theirs)  # everyone else: nothing since `now`
+    coverage = second.collected["coverage"].set_index(["mailbox", "folder"])
+    assert coverage.loc[(upn, "inbox"), "status"] == "resynced"
+    assert second.read_marks[(upn.lower(), "inbox")] == now

@@ -33,10 +33,17 @@ FOREIGN_TENANT = "99999999-0000-4000-8000-000000000099"
 
 
 def _night(tenant: dict[str, Any], tmp_path: Path, *, faults: FaultConfig | None = None,
-           retry: RetryPolicy = FAST_RETRY, **options: Any) -> tuple[CollectResult, Any]:
+           retry: RetryPolicy = FAST_RETRY, corrupt: dict[str, dict[str, Any]] | None = None,
+           **options: Any) -> tuple[CollectResult, Any]:
+    """One night against this tenant; `corrupt`: message id -> fields served as given (what
+    the tenant document itself could not hold)."""
     now = dt.datetime.fromisoformat(tenant["clock"]["start"])
-    with start_in_thread(Tenant.from_document(tenant), workdir=tmp_path,
-                         faults=faults) as emulator:
+    served = Tenant.from_document(tenant)
+    for box in served.mailboxes.values():
+        for folder in box.folders.values():
+            for message in folder.messages:
+                message.data.update((corrupt or {}).get(message.id, {}))
+    with start_in_thread(served, workdir=tmp_path, faults=faults) as emulator:
         request = CollectRequest(**{"since": now - dt.timedelta(days=30), "until": now,
                                     "page_size": 40, "audit_poll_seconds": 0.0, **options})
         with open_session(secret_conn(emulator.settings), retry) as session:
@@ -196,9 +203,12 @@ def test_odd_but_valid_message_shapes(school: synth.SyntheticSchool, tmp_path: P
          "receivedDateTime": stamp, "sentDateTime": "2024-10-19T09:37:12+01:00",
          "toRecipients": [{"emailAddress": {"address": "only@address.org"}}]},
     ]
-    box["sentitems"] = [*box["sentitems"], *odd]
+    broken = {**base, "id": "AAMkBROKEN", "internetMessageId": "<broken@x>",
+              "receivedDateTime": stamp, "sentDateTime": stamp}
+    box["sentitems"] = [*box["sentitems"], *odd, broken]
     result, _ = _night(tenant, tmp_path, include_rules=False, include_chats=False,
-                       include_audit=False)
+                       include_audit=False,
+                       corrupt={"AAMkBROKEN": {"sentDateTime": "yesterday at noon"}})
     messages = result.collected["messages"].set_index("message_id")
     assert messages.loc["AAMk7DIGITS", "sent_at"] == pd.Timestamp(
         "2024-10-19T08:37:12.123456Z")
@@ -208,7 +218,11 @@ def test_odd_but_valid_message_shapes(school: synth.SyntheticSchool, tmp_path: P
         == ("", "Only A Name")
     assert (recipients.loc["AAMkOFFSET", "address"], recipients.loc["AAMkOFFSET", "name"]) \
         == ("only@address.org", "")
-    assert result.skipped == 0 and result.errors == []
+    # issue 18: one undecodable item costs that item (counted, named), not the folder
+    assert "AAMkBROKEN" not in messages.index and "AAMkBROKEN" not in recipients.index
+    assert result.skipped == 1 and result.errors == []
+    coverage = result.collected["coverage"]
+    assert set(coverage["status"]) <= {"ok", "no_mailbox"}
 
 
 def test_documented_delta_pages_decode(tmp_path: Path) -> None:
