@@ -1,13 +1,18 @@
-"""Recall and precision of the four rules against the synthetic schools' ground truth.
+"""Recall, precision and false alarms per 1,000 routine messages of the four rules, against
+the synthetic schools' ground truth.
 
-For each seed: generate the school, write it (tenant, truth, rosters, Exchange export) to a
-temporary folder, build the policy from the tenant's x-policyHints, take the tables a correct
-collection yields at the end of the period, run the rules, and score them. A low+ finding
-matches a "finding" label with the same rule_id and object_id; "none" and "info" labels must
-not get a low+ finding; any other low+ finding counts against precision.
+For each size and seed: generate the school, write it (tenant, truth, rosters, Exchange export)
+to a temporary folder, build the policy from the tenant's x-policyHints, take the tables a
+correct collection yields at the end of the period, run the rules, and score them. A low+
+finding matches a "finding" label with the same rule_id and object_id (and must carry its
+severity and actor); "none" and "info" labels must not get a low+ finding, and an "info" label
+must get its info note; any other low+ finding is a false alarm. Routine messages are the
+distinct messages the collection holds that were not planted as violations: the false-alarm
+rate is false alarms per 1,000 of them. The labels come from what the generator planted
+(emulator/synth), never from the rules' output.
 
-    .venv/bin/python bench/accuracy.py [--size small] [--seeds 1 2 3 4 5]
-Goal: recall 100%, precision >= 99%.
+    .venv/bin/python bench/accuracy.py [--sizes small medium quiet] [--seeds 1 2 3]
+Goal: recall 100%, precision 100%, 0 false alarms per 1,000 routine messages.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ class Score:
     """Matches and misses of one or more runs, with the offending objects kept for reports."""
 
     true_positive: int = 0
+    routine_messages: int = 0
     missed: list[str] = field(default_factory=list)
     false_alarms: list[str] = field(default_factory=list)
     wrong_severity: list[str] = field(default_factory=list)
+    wrong_actor: list[str] = field(default_factory=list)
+    missing_info: list[str] = field(default_factory=list)
 
     @property
     def recall(self) -> float:
@@ -50,11 +58,26 @@ class Score:
         flagged = self.true_positive + len(self.false_alarms)
         return self.true_positive / flagged if flagged else 1.0
 
+    @property
+    def false_alarms_per_1000(self) -> float:
+        return 1000 * len(self.false_alarms) / max(self.routine_messages, 1)
+
     def add(self, other: Score) -> None:
         self.true_positive += other.true_positive
+        self.routine_messages += other.routine_messages
         self.missed += other.missed
         self.false_alarms += other.false_alarms
         self.wrong_severity += other.wrong_severity
+        self.wrong_actor += other.wrong_actor
+        self.missing_info += other.missing_info
+
+    def line(self) -> str:
+        return (f"recall {self.recall:6.1%}  precision {self.precision:6.1%}  "
+                f"{self.false_alarms_per_1000:.2f} false alarms per 1,000 routine messages "
+                f"({self.true_positive} found, {len(self.missed)} missed, "
+                f"{len(self.false_alarms)} false alarms in {self.routine_messages:,} routine "
+                f"messages, {len(self.wrong_severity)} wrong severity, {len(self.wrong_actor)} "
+                f"wrong actor, {len(self.missing_info)} info notes missing)")
 
 
 def active(label: dict[str, Any], now: datetime) -> bool:
@@ -64,39 +87,52 @@ def active(label: dict[str, Any], now: datetime) -> bool:
             and (end is None or now < datetime.fromisoformat(end)))
 
 
-def score(findings: pd.DataFrame, labels: list[dict[str, Any]], now: datetime) -> Score:
-    """Compare low+ findings with the labels active at `now`."""
+def score(findings: pd.DataFrame, labels: list[dict[str, Any]], now: datetime,
+          messages: pd.DataFrame) -> Score:
+    """Compare findings with the labels active at `now`; `messages` is what was collected."""
     flagged = findings[findings["severity"].isin(VIOLATION)]
-    got = dict(zip(zip(flagged["rule_id"], flagged["object_id"], strict=True),
-                   flagged["severity"], strict=True))
+    got = {(rule, oid): (sev, actor) for rule, oid, sev, actor in zip(
+        flagged["rule_id"], flagged["object_id"], flagged["severity"],
+        flagged["actor"].str.lower(), strict=True)}
+    notes = findings[findings["severity"] == "info"]
+    noted = set(zip(notes["rule_id"], notes["object_id"], strict=True))
     result = Score()
-    expected: set[tuple[str, str]] = set()
+    labelled = {(label["rule_id"], label["object_id"]) for label in labels}
+    planted: set[str] = set()
     for label in labels:
         key = (label["rule_id"], label["object_id"])
+        if label["expect"] == "finding":
+            planted.add(label["object_id"])
         if not active(label, now):
             continue
         name = f"{label['rule_id']} {label['object_id']} ({label['description']})"
         if label["expect"] == "finding":
-            expected.add(key)
             if key not in got:
                 result.missed.append(name)
                 continue
             result.true_positive += 1
-            if got[key] != label["severity"]:
-                result.wrong_severity.append(f"{name}: got {got[key]}, "
-                                             f"expected {label['severity']}")
-        elif key in got:
-            result.false_alarms.append(f"{name}: labelled {label['expect']}, got {got[key]}")
-    result.false_alarms += [f"{rule} {oid}: no label, got {sev}" for (rule, oid), sev in
-                            got.items() if (rule, oid) not in expected
-                            and not any((lab["rule_id"], lab["object_id"]) == (rule, oid)
-                                        for lab in labels)]
+            severity, actor = got[key]
+            if severity != label["severity"]:
+                result.wrong_severity.append(f"{name}: got {severity}, expected "
+                                             f"{label['severity']}")
+            if actor != label["actor"].lower():
+                result.wrong_actor.append(f"{name}: got {actor}, expected {label['actor']}")
+            continue
+        if key in got:
+            result.false_alarms.append(f"{name}: labelled {label['expect']}, got {got[key][0]}")
+        elif label["expect"] == "info" and key not in noted:
+            result.missing_info.append(name)
+    result.false_alarms += [f"{rule} {oid}: no label, got {sev}" for (rule, oid), (sev, _) in
+                            got.items() if (rule, oid) not in labelled]
+    imids = messages["internet_message_id"].where(messages["internet_message_id"] != "",
+                                                  messages["message_id"])
+    result.routine_messages = int((~imids.drop_duplicates().isin(planted)).sum())
     return result
 
 
-def evaluate(size: str, seed: int) -> Score:
+def evaluate(size: str, seed: int, history_days: int = 30) -> Score:
     """Generate one school, run the rules at the end of its period and score them."""
-    school = generate(size, seed)
+    school = generate(size, seed, history_days=history_days)
     with tempfile.TemporaryDirectory() as folder:
         school.write(Path(folder))
         policy_file = Path(folder) / "policies.toml"
@@ -113,30 +149,29 @@ def evaluate(size: str, seed: int) -> Score:
                                ignore_index=True)
         collected = tables.Collected(**{**collected.tables, "mailbox_forwarding": forwarding})
         findings = run_rules(collected, policy)
-    return score(findings, school.truth, now)
+    return score(findings, school.truth, now, collected["messages"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="small")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium", "quiet"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     total = Score()
-    for seed in args.seeds:
-        result = evaluate(args.size, seed)
-        total.add(result)
-        print(f"{args.size} seed {seed}: recall {result.recall:.1%} precision "
-              f"{result.precision:.1%} ({result.true_positive} found, {len(result.missed)} "
-              f"missed, {len(result.false_alarms)} false alarms, "
-              f"{len(result.wrong_severity)} wrong severity)")
-        for line in result.missed:
-            print("  missed:", line)
-        for line in result.false_alarms:
-            print("  false alarm:", line)
-        for line in result.wrong_severity:
-            print("  severity:", line)
-    print(f"overall: recall {total.recall:.1%} (goal 100%), precision {total.precision:.1%} "
-          f"(goal >= 99%)")
+    for size in args.sizes:
+        by_size = Score()
+        for seed in args.seeds:
+            result = evaluate(size, seed)
+            by_size.add(result)
+            print(f"{size:6} seed {seed}: {result.line()}")
+            for kind in ("missed", "false_alarms", "wrong_severity", "wrong_actor",
+                         "missing_info"):
+                for line in getattr(result, kind):
+                    print(f"  {kind.replace('_', ' ')}: {line}")
+        print(f"{size:6} all seeds: {by_size.line()}")
+        total.add(by_size)
+    print(f"overall: {total.line()}")
+    print("goal: recall 100%, precision 100%, 0 false alarms per 1,000 routine messages")
 
 
 if __name__ == "__main__":

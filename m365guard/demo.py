@@ -77,11 +77,13 @@ def run_demo(
     *,
     nights: int = 28,
     seed: int = 1,
+    school_size: str = "small",
     on_night: Callable[[int, NightlyOutcome], None] | None = None,
 ) -> DemoResult:
-    """Generate the school, serve it, run `nights` nightly jobs, then weekly and audit."""
+    """Generate the school (small: violations planted; quiet: the same school keeping its
+    policy), serve it, run `nights` nightly jobs, then weekly and audit."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    school = generate("small", seed, history_days=30, future_days=nights)
+    school = generate(school_size, seed, history_days=30, future_days=nights)
     tenant = Tenant.from_document(school.tenant)
     policy = policy_for_demo(policy, school, out_dir)
     first_night = tenant.now.replace(hour=NIGHTLY_HOUR, minute=0, second=0, microsecond=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,13 @@ from m365guard.errors import ExitCode, GuardError
 
 if TYPE_CHECKING:
     from m365guard.pipeline import NightlyOutcome
+
+
+class DemoSchool(StrEnum):
+    """The synthetic schools the demo can run (both Manby Lodge, so policies.toml fits)."""
+
+    small = "small"
+    quiet = "quiet"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +34,9 @@ def register(app: typer.Typer) -> None:
             "demo-out"),
         nights: Annotated[int, typer.Option(min=1, max=60, help="Simulated nights.")] = 28,
         seed: Annotated[int, typer.Option(help="Seed of the synthetic school.")] = 1,
+        school: Annotated[DemoSchool, typer.Option(
+            "--school", help="small: Manby Lodge with violations planted; quiet: the same "
+            "school keeping its policy (every night should exit 0).")] = DemoSchool.small,
     ) -> None:
         """Run nightly, weekly and audit on an emulated school over simulated nights.
 
@@ -49,7 +60,8 @@ def register(app: typer.Typer) -> None:
                        f"{len(update.still_open)} still open, {len(update.resolved)} resolved "
                        f"(exit {int(outcome.exit_code)})")
 
-        result = run_demo(policy, out, nights=nights, seed=seed, on_night=show)
+        result = run_demo(policy, out, nights=nights, seed=seed, school_size=school.value,
+                          on_night=show)
         typer.echo("")
         typer.echo(f"Nightly findings CSVs and run JSON: {out / 'nightly'}")
         typer.echo(f"Weekly summary for the headteacher: {result.weekly_html}")

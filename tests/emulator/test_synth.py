@@ -266,3 +266,38 @@ def test_export_shows_current_forwarding_not_cleared_or_future(
 def test_the_emulator_loads_a_generated_school(school: synth.SyntheticSchool) -> None:
     tenant = Tenant.from_document(school.tenant)
     assert len(tenant.mailboxes) == sum(1 for u in school.tenant["users"] if u["x-hasMailbox"])
+
+
+ROUTINE = {  # what a week of a school that keeps its policy holds (labelled near misses)
+    "class newsletter": 3, "Trip letter\" with an attachment": 1, "a parent not on the roster": 1,
+    "Multi-agency thread": 2, "Reply to all on a multi-agency thread": 2,
+    "A forward to a colleague": 10, "A referral forwarded to a partner": 1,
+}
+
+
+@pytest.mark.parametrize("size", ["small", "quiet"])
+def test_routine_near_misses_at_weekly_volume(size: str) -> None:
+    school = synth.generate(size, 4, history_days=14)
+    labels = [la for la in school.truth if la["expect"] in ("none", "info")]
+    for words, per_week in ROUTINE.items():
+        found = sum(words in la["description"] for la in labels)
+        assert found >= 2 * per_week, (words, found)
+    settings = [la for la in labels if la["object_type"] in ("inbox_rule", "mailbox_forwarding")]
+    assert any("to a colleague during an absence" in la["description"] and la["visible_until"]
+               for la in settings)  # forwarding set, then cleared
+    assert any("redirect" in la["description"].lower() or "SEN referrals" in la["description"]
+               for la in settings)
+    assert any(la["case"] == "1-partner" and la["expect"] == "info" for la in labels)
+    chats = {c["topic"] for c in school.tenant["chats"]}
+    assert any(topic and topic.endswith("homework help") for topic in chats)  # class chats
+
+
+def test_the_quiet_school_plants_no_violation() -> None:
+    quiet, small = synth.generate("quiet", 4, history_days=7), synth.generate("small", 4,
+                                                                               history_days=7)
+    assert not [la for la in quiet.truth if la["expect"] == "finding"]
+    assert quiet.tenant["tenant"]["displayName"] == small.tenant["tenant"]["displayName"]
+    assert quiet.tenant["x-policyHints"] == small.tenant["x-policyHints"]
+    assert {la["rule_id"] for la in quiet.truth} == {
+        "pupil-contact-non-school-channel", "multi-recipient-without-bcc",
+        "external-forwarding-personal", "school-business-personal-email"}

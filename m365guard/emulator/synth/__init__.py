@@ -1,9 +1,11 @@
 """Seeded synthetic schools: a tenant in the documented format plus its ground truth.
 
 `generate("small", seed)` builds Manby Lodge Infant School with a month of realistic mail,
-Teams chats, inbox rules and audit records, plants violations of every rule sub-case and near
-misses, and labels each one (docs/tenant-format.md, "Ground truth"). The same seed always
-gives byte-identical JSON, so tests, the demo and benchmarks can share schools by seed.
+Teams chats, inbox rules and audit records, routine near misses at a school's weekly volume,
+plants violations of every rule sub-case, and labels each one (docs/tenant-format.md, "Ground
+truth"). `generate("quiet", seed)` is the same school keeping its policy: no violation
+planted. The same seed always gives byte-identical JSON, so tests, the demo and benchmarks can
+share schools by seed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from m365guard.emulator.synth._base import (
 )
 from m365guard.emulator.synth._directory import build_directory
 from m365guard.emulator.synth._plants import build_plants
+from m365guard.emulator.synth._routine import build_routine
 from m365guard.emulator.synth._traffic import build_traffic
 from m365guard.errors import ExitCode, GuardError
 
@@ -131,8 +134,8 @@ def _csv(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
 
 def generate(size: str, seed: int, *, history_days: int = 30,
              future_days: int = 0) -> SyntheticSchool:
-    """Build a school of `size` (small | medium | large) from `seed`. clock.start is the end of
-    the history; mail continues `future_days` past it so later nights see new mail."""
+    """Build a school of `size` (small | quiet | medium | large) from `seed`. clock.start is the
+    end of the history; mail continues `future_days` past it so later nights see new mail."""
     if size not in PROFILES:
         raise GuardError(f"school size {size!r} is not one of {', '.join(SIZES)}", ExitCode.USAGE)
     if history_days < 1 or future_days < 0:
@@ -141,7 +144,8 @@ def generate(size: str, seed: int, *, history_days: int = 30,
     builder = Builder(PROFILES[size], random.Random(seed), history_days, future_days)
     build_directory(builder)
     build_traffic(builder)
-    labels = build_plants(builder)
+    build_routine(builder)
+    labels = builder.labels if builder.profile.keeps_policy else build_plants(builder)
     return SyntheticSchool(
         size=size, seed=seed, tenant=_tenant(builder), truth=labels,
         parent_roster=[(p.address, p.name, ";".join(p.pupil_upns))

@@ -88,11 +88,16 @@ class Profile:
     parent_threads_per_day: float  # parent writes, teacher replies (per 10 pupils)
     pupil_mail_per_day: float  # school mail each pupil sends
     plants_per_case: int
+    keeps_policy: bool = False  # True: routine near misses only, no planted violation
 
 
 PROFILES = {
     "small": Profile("Manby Lodge Infant School", "manbylodge.sch.uk", "pupils.manbylodge.sch.uk",
                      250, 45, 400, 9, ("Reception", "Year 1", "Year 2"), 1.6, 1.2, 0.5, 0.05, 3),
+    # Manby Lodge again, as a school that keeps its policy: same people and mail, no plants.
+    "quiet": Profile("Manby Lodge Infant School", "manbylodge.sch.uk", "pupils.manbylodge.sch.uk",
+                     250, 45, 400, 9, ("Reception", "Year 1", "Year 2"), 1.6, 1.2, 0.5, 0.05, 0,
+                     keeps_policy=True),
     "medium": Profile("Fulstow Park Academy", "fulstowpark.sch.uk", "students.fulstowpark.sch.uk",
                       1200, 130, 1900, 12,
                       ("Year 7", "Year 8", "Year 9", "Year 10", "Year 11"), 2.0, 1.4, 0.4, 0.5, 4),
@@ -158,6 +163,7 @@ class Builder:
     parents: list[Parent] = field(default_factory=list)
     staff_roster: list[tuple[str, str]] = field(default_factory=list)
     export_only: list[tuple[str, str]] = field(default_factory=list)  # (upn, address)
+    forwarded: set[str] = field(default_factory=set)  # mailboxes with forwarding set (one each)
     labels: list[Json] = field(default_factory=list)
     used_names: set[str] = field(default_factory=set)
     used_locals: set[str] = field(default_factory=set)

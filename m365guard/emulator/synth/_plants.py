@@ -73,7 +73,6 @@ class Plants:
                                          and par.address.endswith(webmail)])
         self.suppliers = contacts(b, OTHER_EXTERNAL, 40)
         self.partners = contacts(b, PARTNERS, 6)
-        self.forwarded_mailboxes: set[str] = set()
 
     def times(self) -> Iterator[tuple[int, int]]:
         """(index, time) for each planted instance of one case."""
@@ -88,9 +87,9 @@ class Plants:
     def next_free_staff(self) -> Person:
         """A staff member whose mailbox has no planted forwarding yet (one state per mailbox)."""
         person = next(self.staff)
-        while person.upn in self.forwarded_mailboxes:
+        while person.upn in self.b.forwarded:
             person = next(self.staff)
-        self.forwarded_mailboxes.add(person.upn)
+        self.b.forwarded.add(person.upn)
         return person
 
     def fix_window(self, index: int) -> tuple[int, int]:
@@ -136,33 +135,31 @@ class Plants:
             self._chat(i, b.plant_time(i), "guest")
         for i in range(max(1, b.profile.plants_per_case // 2)):
             self._chat(i, 0, "fixed")
-            self._chat(i, b.plant_time(i), "partner")
+            self._chat(i, b.plant_time(i), "personal")
 
     def _chat(self, index: int, at: int, kind: str) -> None:
         b = self.b
         teacher = next(self.staff)
         pupils = [next(self.pupils_with_mailbox) for _ in range(2 + index % 2)]
-        name, address = (self.suppliers[index] if kind == "external"
-                         else self.partners[index % len(self.partners)] if kind == "partner"
-                         else self.stranger())
+        name, address = self.suppliers[index] if kind == "external" else self.stranger()
         until = None
-        if kind in ("external", "partner"):
+        if kind == "external":
             outsider = member(b, name, address, b.guid(), tenant_id=b.guid())
+        elif kind == "personal":  # microsoftaccountuserconversationmember.md: no email, tenant
+            outsider = {"@odata.type": "#microsoft.graph.microsoftAccountUserConversationMember",
+                        "id": b.graph_id("MCMjMSMj", 36), "roles": [], "displayName": name,
+                        "visibleHistoryStartDateTime": "0001-01-01T00:00:00Z",
+                        "userId": f"{b.rng.getrandbits(64):016x}"}
         else:
             outsider = member(b, name, address, b.guid(), roles=("guest",))
         if kind == "fixed":
             at, until = self.fix_window(index)
             outsider["x-visibleUntil"] = iso(until)
         members = [pm(b, teacher), *[pm(b, p) for p in pupils], outsider]
-        topic = "Team around the child" if kind == "partner" else "Extra tuition"
-        chat = add_chat(b, "group", topic, members, at)
-        if kind == "partner":
-            b.label("1-partner", PUPIL, "info", "chat", chat["id"], teacher.upn, "info",
-                    "Teams chat of a teacher, pupils and a partner organisation's officer "
-                    "(another tenant): recorded, not a violation.", visible_from=at)
-            return
+        chat = add_chat(b, "group", "Extra tuition", members, at)
         what = {"external": "a member of an outside firm's tenant", "guest": "a guest",
-                "fixed": "a guest who is removed later"}[kind]
+                "fixed": "a guest who is removed later",
+                "personal": "a personal Microsoft account"}[kind]
         b.label("1c", PUPIL, "finding", "chat", chat["id"], teacher.upn, "high",
                 f"Teams chat with pupils and {what}.", visible_from=at, visible_until=until)
 
