@@ -181,7 +181,8 @@ def test_every_case_is_planted_with_future_and_fixed_instances(
         assert any(la["expect"] == "none" for la in labels), rule
     fixed = {(la["object_type"]) for la in school.truth if la["visible_until"]}
     assert fixed == {"inbox_rule", "mailbox_forwarding", "chat"}
-    assert all(la["visible_until"] > start for la in school.truth if la["visible_until"])
+    assert all(la["visible_until"] > start for la in school.truth
+               if la["visible_until"] and la["expect"] != "none")  # routine: cleared any time
     info = [la for la in school.truth if la["expect"] == "info"]
     assert {la["case"] for la in info} == {"3-rule-disabled", "1-partner"}
     assert all(la["severity"] == "info" for la in info)
@@ -231,7 +232,9 @@ def test_planted_messages_have_the_shape_their_rule_needs(school: synth.Syntheti
             assert re.match(r"(?i)fwd?:", message["subject"])
             assert not outside & roster
         if label["case"] == "4-near-miss":  # never a forward to an unknown personal address
-            assert not re.match(r"(?i)fwd?:", message["subject"]) or outside <= roster
+            partners = tuple(school.tenant["x-policyHints"]["partnerDomains"])
+            unexplained = {a for a in outside - roster if not a.endswith(partners)}
+            assert not re.match(r"(?i)fwd?:", message["subject"]) or not unexplained
 
 
 def test_write_and_rosters_round_trip(school: synth.SyntheticSchool, tmp_path: Path) -> None:
