@@ -215,6 +215,34 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX notifications_period ON notifications (kind, period, role, channel);
     CREATE INDEX notifications_at ON notifications (at);
     """,
+    # 4: accepted exceptions and the breach log (m365guard/notify/exceptions.py, breaches.py)
+    """
+    CREATE TABLE finding_exceptions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope TEXT NOT NULL CHECK (scope IN ('finding', 'mailbox', 'address', 'rule')),
+        value TEXT NOT NULL,
+        by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE breaches (
+        finding_id TEXT PRIMARY KEY,
+        actor TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        addresses_shown INTEGER NOT NULL,
+        parents_or_personal INTEGER NOT NULL,
+        sent_at TEXT,
+        found_at TEXT NOT NULL,
+        decide_by TEXT NOT NULL,
+        decision TEXT NOT NULL DEFAULT ''
+            CHECK (decision IN ('', 'reported', 'not-reportable')),
+        decided_by TEXT NOT NULL DEFAULT '',
+        decided_at TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 

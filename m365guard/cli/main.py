@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "m365guard.cli.policy",
     "m365guard.cli.rules",
     "m365guard.cli.reports",
+    "m365guard.cli.casework",  # after reports: adds `findings accept` to its group
     "m365guard.cli.nightly",
     "m365guard.cli.demo",
     "m365guard.cli.enforce",

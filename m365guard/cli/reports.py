@@ -149,15 +149,29 @@ def register(app: typer.Typer) -> None:
 
     @findings.command("ack")
     def ack(
-        finding_id: Annotated[str, typer.Argument(help="The finding id (from `findings list`).")],
         by: Annotated[str, typer.Option("--by", help="Who dealt with it.")],
         reason: Annotated[str, typer.Option("--reason", help="What was done.")],
+        finding_ids: Annotated[list[str] | None, typer.Argument(
+            help="Finding ids (from `findings list`); or use the filters.")] = None,
+        rule: Annotated[str | None, typer.Option("--rule", help="Open findings of a rule.")] = None,
+        actor: Annotated[str | None, typer.Option("--actor", help="Open findings of a person.")
+                         ] = None,
+        severity: Annotated[str | None, typer.Option("--severity", help="Open findings of a "
+                                                     "severity.")] = None,
         config: ConfigOption = DEFAULT_CONFIG,
     ) -> None:
-        """Acknowledge a finding: it leaves the open list and stays acknowledged if seen again."""
+        """Acknowledge findings: they leave the open list and stay acknowledged if seen again."""
+        from m365guard.cli.casework import select_findings
         from m365guard.config import load_policy
 
         policy = load_policy(config)
         with _open_state(policy) as db:
-            db.ack(finding_id, by, reason, datetime.now(UTC))
-        typer.echo(f"acknowledged {finding_id}")
+            chosen = select_findings(db.findings(), list(finding_ids or []), rule, actor,
+                                     severity)
+            if not by.strip() or not reason.strip():
+                db.ack("", by, reason, datetime.now(UTC))  # the one-line usage error
+            for finding_id in chosen["finding_id"]:
+                db.ack(str(finding_id), by, reason, datetime.now(UTC))
+        ids = list(chosen["finding_id"])
+        typer.echo(f"acknowledged {ids[0]}" if len(ids) == 1
+                   else f"acknowledged {len(ids)} findings")

@@ -8,7 +8,7 @@ delivered is added to run-YYYY-MM-DD.json under "notifications" (rewritten atomi
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -16,6 +16,7 @@ import pandas as pd
 
 from m365guard.config import Policy
 from m365guard.graph.settings import ConnectionSettings
+from m365guard.notify import breaches, exceptions
 from m365guard.notify import log as notify_log
 from m365guard.notify.deliver import MailSender, alert_after_night
 from m365guard.pipeline import NightlyOutcome
@@ -33,6 +34,10 @@ def notify_after_run(policy: Policy, conn: ConnectionSettings, outcome: NightlyO
     """Send the night's alerts; every outcome is logged and written to the run JSON."""
     now = now or datetime.now(UTC)
     fresh = pd.concat([outcome.update.new, outcome.update.reopened], ignore_index=True)
+    try:
+        fresh = _casework(policy, outcome, fresh, now)
+    except Exception:  # the breach log and exceptions must not stop the alerts either
+        log.exception("notify: breach log / exceptions could not be read")
     try:
         entries = alert_after_night(policy, conn, fresh, outcome.run.run_id,
                                     outcome.run.started_at, now, titles=rule_titles(), send=send)
@@ -54,6 +59,27 @@ def notify_after_run(policy: Policy, conn: ConnectionSettings, outcome: NightlyO
     if entries:
         add_to_run_json(outcome.paths.run_json, entries)
     return entries
+
+
+def _casework(policy: Policy, outcome: NightlyOutcome, fresh: pd.DataFrame,
+              now: datetime) -> pd.DataFrame:
+    """Open breach-log entries; drop accepted findings from the alerts and add back those
+    whose exception ended since the previous night."""
+    run = outcome.run
+    previous = run.window_start or run.started_at - timedelta(days=1)
+    still = outcome.update.still_open
+    conn = notify_log.connect(policy.state.path)
+    try:
+        opened = breaches.open_entries(conn, pd.concat([fresh, still], ignore_index=True))
+        table = exceptions.exceptions(conn)
+    finally:
+        conn.close()
+    if opened:
+        log.info("notify: %d new breach-log entries for the DPO", len(opened))
+    back = exceptions.expired_between(still, table, previous, now)
+    fresh = pd.concat([fresh, still[still["finding_id"].isin(back)]], ignore_index=True)
+    accepted = exceptions.covered(fresh, table, now)
+    return fresh[~fresh["finding_id"].isin(accepted)]
 
 
 def add_to_run_json(target: Path, entries: list[notify_log.Notification]) -> None:

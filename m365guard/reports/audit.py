@@ -29,6 +29,7 @@ import pandas as pd
 from m365guard.clauses import CLAUSES
 from m365guard.enforce.report import enforcement_table
 from m365guard.errors import ExitCode, GuardError
+from m365guard.notify import breaches, exceptions
 from m365guard.reports.csvfile import (
     ensure_private_dir,
     write_bytes_atomic,
@@ -245,6 +246,9 @@ FILE_DESCRIPTIONS = {
     "inventory.csv": "the current inbox-rule forwarding and mailbox forwarding inventory",
     "permissions.csv": "the Microsoft Graph application permissions the app held",
     "enforcement.csv": "every enforcement step: planned, approved, applied, verified, undone",
+    "breach-log.csv": "every exposure of parents' or personal addresses: found, 72-hour deadline,"
+                      " the DPO's decision with who and when",
+    "exceptions.csv": "accepted exceptions in force in the period: what, who, why, until",
     "manifest.csv": "SHA-256 of every other file, to show the pack is unaltered",
 }
 
@@ -285,6 +289,8 @@ def build_audit_pack(
         "inventory.csv": db.latest_inventory(),
         "permissions.csv": permissions_table(runs),
         "enforcement.csv": enforcement_table(db.path, start, end),
+        "breach-log.csv": breaches.for_audit(db.path, db.findings(), start, end),
+        "exceptions.csv": exceptions.for_audit(db.path, start, end),
     }
     name = f"audit-pack-{period_from.isoformat()}_{period_to.isoformat()}"
     ensure_private_dir(out_dir)

@@ -56,6 +56,10 @@ class WeeklyInput:
     rule_titles: Mapping[str, str] = field(default_factory=dict)
     # alerts and pages that could not be delivered during the week: (when, what, why)
     undelivered: tuple[tuple[datetime, str, str], ...] = ()
+    accepted: frozenset[str] = frozenset()  # covered by an exception at the week's end
+    returned: frozenset[str] = frozenset()  # an exception ended in the week: back as new
+    exceptions: pd.DataFrame = field(default_factory=pd.DataFrame)  # in force in the week
+    breaches: pd.DataFrame = field(default_factory=pd.DataFrame)  # decisions still due
 
     def title(self, rule_id: str) -> str:
         """A rule's plain title."""
@@ -94,10 +98,15 @@ def _by_severity(table: pd.DataFrame, *then: str) -> pd.DataFrame:
     return ordered.drop(columns="_rank").reset_index(drop=True)
 
 
+def _new_ids(data: WeeklyInput) -> set[str]:
+    back = set(data.returned) & set(open_at_end(data)["finding_id"])
+    return (ids_with(data.history, OPENING_EVENTS, data.week) | back) - set(data.accepted)
+
+
 def new_this_week(data: WeeklyInput) -> pd.DataFrame:
-    """Findings opened or reopened in the week, highest severity first: never cut off."""
-    new = data.findings[data.findings["finding_id"].isin(
-        ids_with(data.history, OPENING_EVENTS, data.week))]
+    """Findings opened or reopened in the week, or back after their exception ended, highest
+    severity first (accepted ones excluded): never cut off."""
+    new = data.findings[data.findings["finding_id"].isin(_new_ids(data))]
     return _by_severity(new, "first_seen", "finding_id")
 
 
@@ -109,9 +118,9 @@ def open_at_end(data: WeeklyInput) -> pd.DataFrame:
 
 def still_open(data: WeeklyInput) -> pd.DataFrame:
     """Open at the week's end and not new this week: the older items still waiting."""
-    new_ids = ids_with(data.history, OPENING_EVENTS, data.week)
     table = open_at_end(data)
-    return _by_severity(table[~table["finding_id"].isin(new_ids)], "actor", "first_seen")
+    hidden = _new_ids(data) | set(data.accepted)
+    return _by_severity(table[~table["finding_id"].isin(hidden)], "actor", "first_seen")
 
 
 def weekly_summary(findings: pd.DataFrame, history: pd.DataFrame, week: IsoWeek) -> pd.DataFrame:

@@ -39,14 +39,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u
 _CSS = """
 body{font-family:Segoe UI,Arial,sans-serif;max-width:78rem;margin:.8rem auto;color:#222;
 line-height:1.35;padding:0 1rem;font-size:15px}
-h1{font-size:1.35rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1.1rem 0 .4rem;
+h1{font-size:1.25rem;margin:.1rem 0}h2{font-size:1.05rem;margin:1.1rem 0 .4rem;
 border-bottom:1px solid #ccc}
 .muted{color:#666}.small{font-size:.85em}
-.verdict{padding:.45rem .8rem;border-left:6px solid #2e7d32;background:#eef7ee;margin:.4rem 0}
+.verdict{padding:.3rem .8rem;border-left:6px solid #2e7d32;background:#eef7ee;margin:.4rem 0}
 .verdict.act{border-color:#b00020;background:#fdecee}.verdict p{margin:.15rem 0}
 table{border-collapse:collapse;width:100%;font-size:.86rem}
 th,td{border:1px solid #ddd;padding:.2rem .4rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.nowrap{white-space:nowrap}.sev-high{color:#a30000;font-weight:bold}.sev-medium{color:#8a5300}
+th{background:#f3f3f3}.nowrap{white-space:nowrap}.sev-high,.breach-open{color:#a30000;font-weight:bold}.sev-medium{color:#8a5300}
 .new{background:#b00020;color:#fff;font-weight:bold;padding:0 .3rem;border-radius:3px;
 font-size:.75rem;margin-right:.3rem}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.3rem .7rem}
@@ -111,10 +111,18 @@ def _verdict(data: WeeklyInput, new: pd.DataFrame, waiting: pd.DataFrame,
         lines.append(f"<p>Checks were incomplete on {text(plural(len(gaps), 'night'))}: see"
                      " Monitoring. No findings from those nights does not mean nothing"
                      " happened.</p>")
+    if len(data.breaches):
+        count = len(data.breaches)
+        lines.insert(0, f"<p><strong>The DPO must decide on {count} possible data"
+                     f" breach{'es' if count != 1 else ''}</strong>"
+                     " (report to the ICO or not, within 72 hours of discovery).</p>")
     if data.undelivered:
         lines.append(f"<p>{text(plural(len(data.undelivered), 'alert'))} could not be"
                      " delivered this week: see below.</p>")
-    acting = bool(new_high or len(gaps) or len(new) or len(waiting) or data.undelivered)
+    lines = ["<p>" + " ".join(line.removeprefix("<p>").removesuffix("</p>") for line in lines)
+             + "</p>"]
+    acting = bool(new_high or len(gaps) or len(new) or len(waiting) or data.undelivered
+                  or len(data.breaches))
     return f'<div class="verdict{" act" if acting else ""}">{"".join(lines)}</div>'
 
 
@@ -124,13 +132,14 @@ def _new_section(data: WeeklyInput, new: pd.DataFrame) -> str:
     rows = []
     for row in new.to_dict("records"):
         step = next_step(row["rule_id"])
+        found = text(uk_date(row["first_seen"], data, with_time=True, year=False))
         rows.append(_row([
             f'<span class="new">NEW</span>{_severity(row["severity"])}',
             text(row["actor"]),
-            text(row["summary"]) + f'<br><span class="muted small">'
-            f'{text(data.title(row["rule_id"]))} · {text(row["policy_clause"])}</span>',
-            text(uk_date(row["first_seen"], data, with_time=True, year=False)),
-            f"<strong>{text(step.who)}</strong>: {text(step.step)}",
+            text(row["summary"]) + f' <span class="muted small">({text(row["policy_clause"])})'
+            "</span>",
+            f'<span class="nowrap">{found}</span>',
+            f"<strong>{text(step.who)}</strong>: {text(step.short)}",
         ]))
     return (f"<h2>New this week ({len(new)})</h2>"
             + _table(["", "Who", "What happened", "Found", "Next step"],
@@ -186,6 +195,45 @@ def _monitoring(data: WeeklyInput, nights: pd.DataFrame) -> str:
             + "".join(f'<p class="muted small">{text(note)}</p>' for note in notes))
 
 
+def _breaches(data: WeeklyInput) -> str:
+    """Decisions the DPO still owes: first on the page, the nearest deadline first."""
+    due = data.breaches
+    if due.empty:
+        return ""
+    rows = []
+    for row in due.sort_values("decide_by", kind="stable").to_dict("records"):
+        late = row["decide_by"] <= data.now
+        deadline = text(uk_date(row["decide_by"], data, with_time=True, year=False))
+        rows.append(_row([
+            f'<span class="breach-open">{"OVERDUE" if late else "DECIDE"}</span>',
+            f"{text(row['actor'])}: {row['addresses_shown']} addresses shown"
+            f" ({row['parents_or_personal']} parents' or personal)",
+            text(uk_date(row["sent_at"], data, with_time=True, year=False))
+            if pd.notna(row["sent_at"]) else "",
+            text(uk_date(row["found_at"], data, with_time=True, year=False)),
+            f"<strong>{deadline}</strong>",
+            f"<code>breaches decide {text(row['finding_id'])}</code>",
+        ]))
+    return (f"<h2>Breach decisions due: DPO ({len(due)})</h2>"
+            + _table(["", "What was exposed", "Sent", "Found", "Decide by (72 h)", "Record with"],
+                     ["<tbody>" + "".join(rows) + "</tbody>"]))
+
+
+def _exceptions(data: WeeklyInput) -> str:
+    """Exceptions in force during the week: what, who decided, why, until when."""
+    table = data.exceptions
+    if table.empty:
+        return ""
+    rows = [_row([text(row["scope"]), text(row["value"]), text(row["by"]), text(row["reason"]),
+                  text(f"{pd.Timestamp(row['last_day']):%a %-d %b %Y}")])
+            for row in table.to_dict("records")]
+    return (f"<h2>Accepted exceptions ({len(table)})</h2>"
+            f'<p class="muted small">{text(plural(len(data.accepted), "finding"))} covered at'
+            " the week's end, shown neither as new nor as open.</p>"
+            + _table(["For", "Which", "Decided by", "Why", "Until"],
+                     ["<tbody>" + "".join(rows) + "</tbody>"]))
+
+
 def _undelivered(data: WeeklyInput) -> str:
     """Alerts that did not arrive: whoever relies on them must know to look here instead."""
     if not data.undelivered:
@@ -226,13 +274,14 @@ def weekly_html(data: WeeklyInput, *, detail_name: str) -> str:
         '<html lang="en-GB"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{text(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{text(title)}</h1>",
-        f'<p class="muted small">{text(data.school_name)} · {text(period)} · built'
-        f" {text(uk_date(data.now, data, with_time=True))}</p>",
+        f"<h1>{text(title)} <span class=\"muted small\">{text(data.school_name)} ·"
+        f" {text(period)} · built {text(uk_date(data.now, data, with_time=True))}</span></h1>",
         _verdict(data, new, waiting, nights),
+        _breaches(data),
         _new_section(data, new),
         _undelivered(data),
         _open_section(data, waiting),
+        _exceptions(data),
         _monitoring(data, nights),
         "<h2>New findings per week</h2>",
         '<figure role="img" aria-label="New findings per week by check">',

@@ -9,81 +9,22 @@ webhook receiver. Expectations come from the run's own committed findings, read 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import orjson
 import pandas as pd
 import pytest
+from conftest import ADDRESSES, SENDER, School
 
 from m365guard.cli.weekly_input import read_weekly_input
-from m365guard.config import NotifySection, Policy, load_policy
-from m365guard.demo import NIGHTLY_HOUR, connection_for, policy_for_demo
-from m365guard.emulator.sendmail import Outbox, outbox
-from m365guard.emulator.server import RunningEmulator, start_in_thread
-from m365guard.emulator.state import Tenant
-from m365guard.emulator.synth import generate
 from m365guard.errors import ExitCode, GuardError
-from m365guard.graph.settings import ConnectionSettings
 from m365guard.notify import log as notify_log
 from m365guard.notify.nightly import notify_after_run
 from m365guard.notify.roles import next_step
 from m365guard.notify.weekly import send_weekly_page
-from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.weekly import write_weekly_reports
 from m365guard.reports.weeks import IsoWeek
 from m365guard.state import StateDB
-
-REPO = Path(__file__).resolve().parents[2]
-SENDER = "office@manbylodge.sch.uk"
-ADDRESSES = {"headteacher": "head@manbylodge.sch.uk", "dsl": "dsl@manbylodge.sch.uk",
-             "dpo": "dpo@manbylodge.sch.uk", "it": "it@manbylodge.sch.uk"}
-
-
-@dataclass
-class School:
-    tenant: Tenant
-    emulator: RunningEmulator
-    conn: ConnectionSettings
-    policy: Policy
-    first_night: datetime
-
-    @property
-    def outbox(self) -> Outbox:
-        return outbox(self.tenant)
-
-    def night(self, number: int) -> NightlyOutcome:
-        now = self.first_night + timedelta(days=number)
-        self.tenant.advance_to(now)
-        return run_nightly(self.policy, self.conn, self.policy.output.dir, now=now)
-
-
-def _school(tmp_path: Path, *, scoped: bool) -> Iterator[School]:
-    synthetic = generate("small", 1, history_days=30, future_days=3)
-    tenant = Tenant.from_document(synthetic.tenant)
-    base = policy_for_demo(load_policy(REPO / "policies.toml"), synthetic, tmp_path / "out")
-    with start_in_thread(tenant, workdir=tmp_path / "emulator") as emulator:
-        hook = tmp_path / "teams-webhook-url.txt"
-        hook.write_text(f"{emulator.settings.graph_endpoint}/webhooks/teams\n", encoding="utf-8")
-        policy = base.model_copy(update={"notify": NotifySection(
-            sender=SENDER, teams_webhook_file=hook,
-            **{role: [address] for role, address in ADDRESSES.items()})})
-        if scoped:  # New-ManagementRoleAssignment -Role "Application Mail.Send" -> SENDER only
-            outbox(tenant).grant(emulator.settings.client_id, SENDER)
-        first = tenant.now.replace(hour=NIGHTLY_HOUR, minute=0, second=0, microsecond=0)
-        yield School(tenant, emulator, connection_for(emulator.settings), policy, first)
-
-
-@pytest.fixture
-def school(tmp_path: Path) -> Iterator[School]:
-    yield from _school(tmp_path, scoped=True)
-
-
-@pytest.fixture
-def unscoped_school(tmp_path: Path) -> Iterator[School]:
-    yield from _school(tmp_path, scoped=False)
 
 
 def _ids_in(html: str) -> set[str]:

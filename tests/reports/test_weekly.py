@@ -255,3 +255,38 @@ def test_a_wrong_time_zone_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "Europe/London" in bad.value.message
     config.write_text('[school]\nname = "X"\ndomains = ["school.example"]\n', encoding="utf-8")
     assert load_policy(config).school.time_zone == "Europe/London"
+
+
+def test_ack_by_filter_accept_and_breaches_commands(tmp_path: Path) -> None:
+    from sample_school import build_sample_school
+    from typer.testing import CliRunner
+
+    from m365guard.cli.main import app
+
+    build_sample_school(tmp_path / "state.db").db.close()
+    config = tmp_path / "policies.toml"
+    config.write_text(
+        '[school]\nname = "X"\ndomains = ["school.example"]\n'
+        f'[state]\npath = "{tmp_path / "state.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n',
+        encoding="utf-8")
+    runner = CliRunner()
+
+    def m365guard(*args: str) -> str:
+        result = runner.invoke(app, [*args, "-c", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert m365guard("findings", "ack", "--rule", "external-forwarding-personal", "--by", "IT",
+                     "--reason", "removed") == "acknowledged 2 findings\n"
+    with StateDB.open(tmp_path / "state.db") as db:
+        table = db.findings().set_index("finding_id")
+    assert list(table.loc[["F1", "F5"], "status"]) == ["acknowledged"] * 2
+    assert table.loc["F3", "status"] == "open"
+    until = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    assert m365guard("findings", "accept", "--address", "sam99@gmail.com", "--by", "Head",
+                     "--reason", "pupil's parent account, agreed", "--until", until
+                     ).startswith("exception 1: address sam99@gmail.com accepted until")
+    assert m365guard("breaches", "list") == "no breach-log entries\n"
+    refused = runner.invoke(app, ["findings", "accept", "F3", "--rule", "x", "--by", "a",
+                                  "--reason", "b", "--until", until, "-c", str(config)])
+    assert refused.exit_code != 0
