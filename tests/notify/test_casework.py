@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from conftest import ADDRESSES, School
+from notify_school import ADDRESSES, School
 
 from m365guard.clauses import clause_texts
 from m365guard.cli.weekly_input import read_weekly_input

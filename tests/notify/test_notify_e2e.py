@@ -14,7 +14,7 @@ from datetime import timedelta
 import orjson
 import pandas as pd
 import pytest
-from conftest import ADDRESSES, SENDER, School
+from notify_school import ADDRESSES, SENDER, School
 
 from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.errors import ExitCode, GuardError
