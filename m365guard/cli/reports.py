@@ -133,6 +133,16 @@ def register(app: typer.Typer) -> None:
         with _open_state(policy) as db:
             table = db.findings() if status == "all" else db.findings(
                 status=cast("FindingStatus", status))
+        from m365guard.notify import exceptions
+        from m365guard.notify import log as notify_log
+
+        conn = notify_log.connect(policy.state.path)
+        try:  # an open finding an exception covers now reads "accepted"
+            accepted = exceptions.covered(table, exceptions.exceptions(conn), datetime.now(UTC))
+        finally:
+            conn.close()
+        table = table.assign(status=table["status"].where(
+            ~(table["finding_id"].isin(accepted) & (table["status"] == "open")), "accepted"))
         if out is not None:
             typer.echo(str(write_csv(table, out)))
             return

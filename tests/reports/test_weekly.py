@@ -286,6 +286,9 @@ def test_ack_by_filter_accept_and_breaches_commands(tmp_path: Path) -> None:
     assert m365guard("findings", "accept", "--address", "sam99@gmail.com", "--by", "Head",
                      "--reason", "pupil's parent account, agreed", "--until", until
                      ).startswith("exception 1: address sam99@gmail.com accepted until")
+    listed = m365guard("findings", "list").splitlines()
+    assert [line.split()[:3] for line in listed if line.startswith("F3")] == [
+        ["F3", "high", "accepted"]]
     assert m365guard("breaches", "list") == "no breach-log entries\n"
     refused = runner.invoke(app, ["findings", "accept", "F3", "--rule", "x", "--by", "a",
                                   "--reason", "b", "--until", until, "-c", str(config)])
