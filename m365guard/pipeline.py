@@ -20,6 +20,7 @@ import pandas as pd
 
 from m365guard.config import Policy
 from m365guard.enforce import verify as enforcement
+from m365guard.enforce.exchange_export import posture_for_night, with_posture
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import ForwardingExport, load_forwarding_export
 from m365guard.graph.client import RetryPolicy
@@ -133,6 +134,9 @@ def run_nightly(
             try:
                 # local inputs first: a bad export ends the run before Graph is contacted
                 export = load_forwarding_export(policy.collect.exchange_forwarding_export)
+                posture = posture_for_night(policy.enforce.exchange_export, now=now,
+                                            school_domains=policy.school.all_domains,
+                                            max_age_days=policy.enforce.exchange_export_max_age_days)
                 with open_session(conn, retry) as session:
                     run_id = db.start_run(since, now, now,
                                           granted_permissions=session.granted_roles)
@@ -150,7 +154,8 @@ def run_nightly(
                      len(result.collected["messages"]), result.requests)
             # enforced rules: verified ones resolve their finding, re-enabled ones are drift
             verification = enforcement.nightly_check(policy.state.path, result.collected)
-            findings = verification.findings(run_rules(result.collected, policy))
+            findings = verification.findings(with_posture(
+                result.collected, run_rules(result.collected, policy), *posture))
             log.info("nightly: %d findings; recording the run in state", len(findings))
             written: list[NightlyPaths] = []
 

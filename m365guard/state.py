@@ -81,8 +81,13 @@ SNAPSHOT_FOLDERS: dict[str, str] = {
     "inbox_rule": "messageRules",
     "mailbox_forwarding": "auditLog",
     "chat": "chats",
+    # the tenant's forwarding posture, from the Exchange export (enforce/exchange_export.py)
+    "outbound_spam_policy": "exchangeExport",
+    "remote_domain": "exchangeExport",
+    "transport_rule": "exchangeExport",
 }
-TENANT_WIDE_SNAPSHOTS = frozenset({"chat", "mailbox_forwarding"})
+TENANT_WIDE_SNAPSHOTS = frozenset({"chat", "mailbox_forwarding", "outbound_spam_policy",
+                                   "remote_domain", "transport_rule"})
 SYSTEM_ACTOR = "m365guard"
 
 _MIGRATIONS: tuple[str, ...] = (

@@ -131,7 +131,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "actor": STR,
         "actor_role": STR,
         "counterparts": STR,
-        "object_type": STR,  # message | inbox_rule | mailbox_forwarding | chat
+        # message | inbox_rule | mailbox_forwarding | chat, and the tenant's forwarding
+        # posture from the Exchange export: outbound_spam_policy | remote_domain |
+        # transport_rule (object id `<type>/<name>`)
+        "object_type": STR,
         "object_id": STR,
         "summary": STR,
     },

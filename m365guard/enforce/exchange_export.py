@@ -156,3 +156,15 @@ def posture_for_night(folder: Path | None, *, now: datetime, max_age_days: int,
                                                "status": status, "reason": reason,
                                                "items": len(posture.findings)}])
     return posture.findings, coverage
+
+
+def with_posture(collected: tables.Collected, found: pd.DataFrame, posture: pd.DataFrame,
+                 coverage: pd.DataFrame) -> pd.DataFrame:
+    """Tonight's findings with the posture's, the export's coverage row added to the night's
+    coverage (in place: the collected tables are large, and only coverage changes)."""
+    if coverage.empty:
+        return found
+    collected.tables["coverage"] = tables.conform(
+        "coverage", pd.concat([collected["coverage"], coverage], ignore_index=True))
+    frames = [frame for frame in (found, posture) if not frame.empty]
+    return tables.conform("findings", pd.concat(frames, ignore_index=True)) if frames else found

@@ -55,3 +55,43 @@ def test_mailbox_forwarding_is_handed_over_and_verified(tmp_path: Path,
     assert events == ["planned", "manual", "pending", "verified"]
     assert object_id not in set(site.findings().query("status == 'open' and times_seen > 2")
                                 ["object_id"])  # not seen on the third night
+
+
+def _posture(site: Site, mode: str, *, age_days: int = 0) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    folder = site.root / "exports"
+    folder.mkdir(exist_ok=True)
+    stamp = (datetime.now(UTC) - timedelta(days=age_days)).isoformat()
+    files = {"export-info.json": {"exportedAt": stamp},
+             "outbound-spam-policies.json": {"Name": "Default", "IsDefault": True,
+                                             "AutoForwardingMode": mode, "Rules": []},
+             "remote-domains.json": {"Identity": "Default", "DomainName": "*",
+                                     "AutoForwardEnabled": False},
+             "transport-rules.json": []}
+    for name, value in files.items():
+        (folder / name).write_text(json.dumps(value), encoding="utf-8-sig")
+
+
+def test_the_nightly_reads_the_tenant_posture_and_a_stale_export_is_partial(
+        tmp_path: Path, write_emulator: RunningEmulator) -> None:
+    site = Site.make(tmp_path / "site", write_emulator, enforce='exchange_export = "exports"\n')
+    _posture(site, "On")
+    assert site.nightly().returncode == 3  # new high findings
+    object_id = "outbound_spam_policy/Default"
+
+    def status() -> list[str]:
+        found = site.findings()
+        return found.loc[found["object_id"] == object_id, "status"].tolist()
+
+    assert status() == ["open"]
+    plan = json.loads(site.plan("--rule", "tenant-auto-forwarding").read_text())
+    assert plan["actions"][0]["commands"] == [
+        "Set-HostedOutboundSpamFilterPolicy -Identity 'Default' -AutoForwardingMode Off"]
+    _posture(site, "Off", age_days=30)  # fixed, but the export is a month old
+    stale = site.cli("nightly")
+    assert stale.returncode == 4, stale.stdout + stale.stderr  # partial: never clean
+    assert status() == ["open"]
+    _posture(site, "Off")
+    site.nightly()
+    assert status() == ["resolved"]
