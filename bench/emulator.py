@@ -91,7 +91,8 @@ def main() -> None:
         settings_file = Path(tmp) / "settings.json"
         process = subprocess.Popen(
             [sys.executable, "-c", "from m365guard.cli.main import run; run()", "emulator",
-             "serve", "--school", str(tenant_file), "--settings-out", str(settings_file),
+             "serve", "--clock", "fixed", "--school", str(tenant_file),
+             "--settings-out", str(settings_file),
              "--workdir", str(Path(tmp) / "work")], stdout=subprocess.DEVNULL)
         try:
             while not settings_file.exists():

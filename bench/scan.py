@@ -62,7 +62,8 @@ def start_emulator(size: str, seed: int, latency_ms: float, workdir: Path) -> tu
         subprocess.Popen[bytes], dict[str, str]]:
     out = workdir / "settings.json"
     command = [sys.executable, "-c", "from m365guard.cli.main import run; run()", "emulator",
-               "serve", "--school", size, "--seed", str(seed), "--latency-ms", str(latency_ms),
+               "serve", "--clock", "fixed", "--school", size, "--seed", str(seed),
+               "--latency-ms", str(latency_ms),
                "--settings-out", str(out), "--workdir", str(workdir / "emu")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

@@ -327,7 +327,7 @@ def load_policy(path: Path) -> Policy:
     """Read and validate policies.toml; raise one GuardError line on any mistake."""
     name = path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Notepad may add a BOM
     except FileNotFoundError:
         raise GuardError(
             f"{path}: policy file not found; pass --config PATH or copy the example "

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from m365guard.logs import printable
 
 if TYPE_CHECKING:  # the pipeline, Graph and rich load when the job runs, not for --help
     from m365guard.pipeline import ProgressSink
@@ -63,20 +66,37 @@ def register(app: typer.Typer) -> None:
         6 configuration error, 10-15 connection and permission errors (README.md).
         """
         from m365guard.config import load_policy
+        from m365guard.errors import ExitCode, GuardError
         from m365guard.graph.settings import resolve_connection
         from m365guard.logs import setup_logging
         from m365guard.pipeline import run_nightly
+        from m365guard.writable import os_error_line, remove_stale_temp_files, usable_folder
 
+        started = time.time()
         policy = load_policy(config)
-        out_dir = out or policy.output.dir
+        out_dir = usable_folder(out or policy.output.dir, "[output] dir")
+        usable_folder(policy.state.path.parent, "the folder of [state] path")
         setup_logging(policy.output.log_file or out_dir / "m365guard.log", verbose=verbose)
         conn = resolve_connection(policy.tenant, os.environ)
-        with progress_sink() as progress:
-            outcome = run_nightly(policy, conn, out_dir, progress=progress)
+        try:
+            with progress_sink() as progress:
+                outcome = run_nightly(policy, conn, out_dir, progress=progress)
+        except GuardError as exc:
+            if exc.exit_code != ExitCode.ALREADY_RUNNING:  # the other run's files are its own
+                remove_stale_temp_files(out_dir, started)
+            raise
+        except OSError as exc:  # the disk filled up or went read-only while writing reports
+            remove_stale_temp_files(out_dir, started)
+            where = "" if exc.filename else "reports in [output] dir "
+            exc.filename = exc.filename or str(out_dir)
+            raise GuardError(os_error_line(exc, where.strip()), ExitCode.CONFIG_ERROR) from None
         from m365guard.notify.nightly import notify_after_run
 
         notify_after_run(policy, conn, outcome)
-        typer.echo(f"{outcome.run.outcome}: {len(outcome.update.new)} new, "
-                   f"{len(outcome.update.still_open)} still open, "
-                   f"{len(outcome.update.resolved)} resolved -> {outcome.paths.findings_csv}")
+        for path in remove_stale_temp_files(out_dir, started):
+            log.info("removed %s, left by a write that was killed", path)
+        typer.echo(printable(f"{outcome.run.outcome}: {len(outcome.update.new)} new, "
+                             f"{len(outcome.update.still_open)} still open, "
+                             f"{len(outcome.update.resolved)} resolved -> "
+                             f"{outcome.paths.findings_csv}"))
         raise typer.Exit(int(outcome.exit_code))

@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show findings (ids for `findings ack`), highest severity first."""
         from m365guard.config import load_policy
+        from m365guard.logs import printable
         from m365guard.reports.csvfile import write_csv
 
         if status not in ("open", "resolved", "acknowledged", "all"):
@@ -152,10 +153,10 @@ def register(app: typer.Typer) -> None:
         if table.empty:
             typer.echo(f"no {status} findings" if status != "all" else "no findings")
         for row in table.to_dict("records"):
-            typer.echo(
+            typer.echo(printable(
                 f"{row['finding_id']}  {row['severity']:<6} {row['status']:<12} {row['rule_id']}"
                 f"  {row['actor']}  first seen {row['first_seen']:%Y-%m-%d}"
-                f" ({row['times_seen']}x)  {row['summary']}")
+                f" ({row['times_seen']}x)  {row['summary']}"))
 
     @findings.command("ack")
     def ack(

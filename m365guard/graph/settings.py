@@ -87,7 +87,7 @@ def _pick(env: Mapping[str, str], name: str, configured: Any) -> Any:
 
 def _read_secret_file(path: Path, setting: str) -> SecretStr:
     try:
-        value = path.expanduser().read_text(encoding="utf-8").strip()
+        value = path.expanduser().read_text(encoding="utf-8-sig").strip()  # BOM, CRLF
     except OSError as exc:
         raise config_error(f"{setting}: cannot read {path} ({exc.strerror}); fix the path") from exc
     if not value:

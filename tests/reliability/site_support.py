@@ -15,17 +15,16 @@ import csv
 import io
 import logging
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from m365guard.cli.emulator import shift_times
 from m365guard.config import Policy, load_policy
 from m365guard.emulator import synth
 from m365guard.emulator.faults import FaultConfig
@@ -37,20 +36,7 @@ DATA = Path(__file__).parent.parent / "data"
 CLI = Path(sys.executable).parent / "m365guard"
 # Fast retries against the emulator: random 429s ask for 50 ms.
 QUIET = FaultConfig(seed=0, retry_after_s=(0.05,))
-_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z?)$")
 VOLATILE = ("first_seen", "last_seen", "times_seen")  # depend on when a run happened
-
-
-def shift_times(value: Any, delta: timedelta) -> Any:
-    """The document with every ISO 8601 timestamp moved by delta (format kept)."""
-    if isinstance(value, dict):
-        return {key: shift_times(item, delta) for key, item in value.items()}
-    if isinstance(value, list):
-        return [shift_times(item, delta) for item in value]
-    if isinstance(value, str) and (match := _STAMP.match(value)):
-        moved = datetime.fromisoformat(match.group(1)) + delta
-        return moved.strftime("%Y-%m-%dT%H:%M:%S") + (match.group(3) or "")
-    return value
 
 
 def live_school(seed: int, *, history_days: int = 5) -> synth.SyntheticSchool:
@@ -157,29 +143,34 @@ class Site:
                 ) -> subprocess.CompletedProcess[str]:
         return self.cli("nightly", "--config", str(self.config), "--verbose", *extra, env=env)
 
-    def popen_nightly(self, *, kill_at_log: str = "") -> subprocess.Popen[str]:
-        """Start `m365guard nightly`; with `kill_at_log`, the process SIGKILLs itself right
-        after logging a message that matches that regular expression (a crash at an exact
-        point, where a kill sent from outside could arrive after the next step)."""
+    def popen_nightly(self, *, kill_at_log: str = "", signal_name: str = "SIGKILL"
+                      ) -> subprocess.Popen[str]:
+        """Start `m365guard nightly`; with `kill_at_log`, the process sends itself the signal
+        (SIGKILL unless told) right after logging a message that matches that regular
+        expression (a crash at an exact point, where a kill sent from outside could arrive
+        after the next step)."""
         command = [str(CLI)] if not kill_at_log else [sys.executable, "-c", _KILL_AT_LOG]
-        env = {**self.env, "CRASH_TEST_KILL_AT": kill_at_log} if kill_at_log else self.env
+        env = ({**self.env, "CRASH_TEST_KILL_AT": kill_at_log,
+                "CRASH_TEST_SIGNAL": signal_name} if kill_at_log else self.env)
         return subprocess.Popen(
             [*command, "nightly", "--config", str(self.config), "--verbose"],
             env=process_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-# The CLI, but every log record that matches $CRASH_TEST_KILL_AT ends the process with SIGKILL
-# once it has been handled (written to stderr).
+# The CLI, but the first log record that matches $CRASH_TEST_KILL_AT sends the process
+# $CRASH_TEST_SIGNAL once it has been handled (written to stderr).
 _KILL_AT_LOG = """
 import logging, os, re, signal, sys
 from m365guard.cli.main import run
 pattern = re.compile(os.environ["CRASH_TEST_KILL_AT"])
+sent = []
 handle = logging.Logger.handle
 def handle_then_kill(self, record):
     handle(self, record)
-    if pattern.search(record.getMessage()):
+    if not sent and pattern.search(record.getMessage()):
+        sent.append(True)
         sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ["CRASH_TEST_SIGNAL"]))
 logging.Logger.handle = handle_then_kill
 sys.argv[0] = "m365guard"
 run()

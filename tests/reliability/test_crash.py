@@ -1,8 +1,11 @@
-"""Crashes: `m365guard nightly` killed with SIGKILL at 10 points, then run again.
+"""Crashes and stops: `m365guard nightly` ended by SIGKILL, SIGTERM (systemd's stop) or SIGINT
+(Ctrl-C) at 10 points, then run again.
 
 Each point is found by watching the job's own log lines on stderr (`--verbose`) or the
 emulator's request counter. After the kill no report CSV may be half-written; the next run must
 complete and report exactly what an uninterrupted run reports, no finding twice and none lost.
+SIGTERM and SIGINT end the run at once with one line and no traceback, and the process ends by
+that signal (what systemd and a shell expect of a stopped program).
 """
 
 from __future__ import annotations
@@ -62,11 +65,17 @@ def _matches(point: Point, line: str) -> bool:
     return bool(point.line) and re.search(point.line, line) is not None
 
 
-def kill_at(site: Site, emulator: RunningEmulator, point: Point) -> list[str]:
-    """Start the nightly CLI, SIGKILL it at `point`, return the stderr lines seen."""
+SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
+
+
+def kill_at(site: Site, emulator: RunningEmulator, point: Point,
+            signal_name: str = "SIGKILL") -> list[str]:
+    """Start the nightly CLI, send it the signal at `point`, return the stderr lines seen."""
+    sent = getattr(signal, signal_name)
     start = emulator.stats.per_route["POST /$batch"]
     exact = bool(point.line) and "@" not in point.line  # the process kills itself there
-    process = site.popen_nightly(kill_at_log=point.line if exact else "")
+    process = site.popen_nightly(kill_at_log=point.line if exact else "",
+                                 signal_name=signal_name)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -75,7 +84,8 @@ def kill_at(site: Site, emulator: RunningEmulator, point: Point) -> list[str]:
             lines.put(text)
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
     seen: list[str] = []
     reached: Callable[[], bool] = lambda: (  # noqa: E731
         point.batches > 0 and emulator.stats.per_route["POST /$batch"] - start >= point.batches)
@@ -96,13 +106,19 @@ def kill_at(site: Site, emulator: RunningEmulator, point: Point) -> list[str]:
         else:
             pytest.fail(f"{point.name} never came: {seen[-5:]}")
         if not exact:
-            os.kill(process.pid, signal.SIGKILL)
+            os.kill(process.pid, sent)
     finally:
         process.wait(timeout=30)
+        pumping.join(timeout=30)
+        while (rest := lines.get()) is not None:
+            seen.append(rest)
         assert process.stdout is not None and process.stderr is not None
         process.stdout.close()
         process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -sent, seen[-5:]
+    if sent != signal.SIGKILL:
+        assert not any("Traceback" in line for line in seen), seen
+        assert any(f"interrupted by {signal_name}" in line for line in seen), seen[-5:]
     return seen
 
 
@@ -132,13 +148,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, school: synth.Synthe
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signal_name", SIGNALS)
 @pytest.mark.parametrize("point", POINTS, ids=[p.name for p in POINTS])
 def test_killed_run_then_rerun_equals_uninterrupted(
-        point: Point, tmp_path: Path, school: synth.SyntheticSchool, emulator: RunningEmulator,
-        uninterrupted: tuple[int, dict[str, dict[str, str]]]) -> None:
+        point: Point, signal_name: str, tmp_path: Path, school: synth.SyntheticSchool,
+        emulator: RunningEmulator, uninterrupted: tuple[int, dict[str, dict[str, str]]]) -> None:
     code, want = uninterrupted
     site = make_site(tmp_path, school, emulator.settings)
-    kill_at(site, emulator, point)
+    kill_at(site, emulator, point, signal_name)
     assert_no_half_written_report(site.out)
     _, outcomes = history(site)
     assert outcomes == (["complete"] if point.committed else ["running"])
@@ -146,6 +163,7 @@ def test_killed_run_then_rerun_equals_uninterrupted(
     again = site.nightly()
     assert "Traceback" not in again.stderr
     assert_no_half_written_report(site.out)
+    assert not list(site.out.glob(".*.tmp")), "a killed write's temp file was left behind"
     got = stable_findings(next(site.out.glob("findings-*.csv")))
     opened, outcomes = history(site)
     if point.committed:
