@@ -141,7 +141,7 @@ def run() -> None:
         typer.echo(f"error: {masked(exc.message)}", err=True)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
-        if _STOPPED_BY:
+        if _STOPPED_BY and exc.exit_code == 130:
             _interrupted()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -177,6 +177,6 @@ def run() -> None:
         typer.echo(masked(f"internal error: {type(exc).__name__}: {exc} (see the log)"),
                    err=True)
         sys.exit(int(ExitCode.INTERNAL_ERROR))
-    if _STOPPED_BY:  # typer returned 130 for the KeyboardInterrupt the signal raised
-        _interrupted()
+    if _STOPPED_BY and code == 130:  # typer's code for the KeyboardInterrupt the signal
+        _interrupted()  # raised; a command that handled it (emulator serve) returns normally
     sys.exit(code if isinstance(code, int) else 0)
