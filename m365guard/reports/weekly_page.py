@@ -38,25 +38,27 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u
 
 _CSS = """
 body{font-family:Segoe UI,Arial,sans-serif;max-width:78rem;margin:.8rem auto;color:#222;
-line-height:1.35;padding:0 1rem;font-size:15px}
-h1{font-size:1.25rem;margin:.1rem 0}h2{font-size:1.05rem;margin:1.1rem 0 .4rem;
+line-height:1.3;padding:0 1rem;font-size:15px}
+h1{font-size:1.15rem;margin:0}h2{font-size:1rem;margin:.6rem 0 .25rem;
 border-bottom:1px solid #ccc}
 .muted{color:#666}.small{font-size:.85em}
 .verdict{padding:.3rem .8rem;border-left:6px solid #2e7d32;background:#eef7ee;margin:.4rem 0}
 .verdict.act{border-color:#b00020;background:#fdecee}.verdict p{margin:.15rem 0}
-table{border-collapse:collapse;width:100%;font-size:.86rem}
-th,td{border:1px solid #ddd;padding:.2rem .4rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.nowrap{white-space:nowrap}.sev-high,.breach-open{color:#a30000;font-weight:bold}.sev-medium{color:#8a5300}
+table{border-collapse:collapse;width:100%;font-size:.8rem;line-height:1.25}
+th,td{border:1px solid #ddd;padding:.15rem .35rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}.nowrap{white-space:nowrap}.sev-high,.late{color:#a30000;font-weight:bold}.sev-medium{color:#8a5300}
 .new{background:#b00020;color:#fff;font-weight:bold;padding:0 .3rem;border-radius:3px;
 font-size:.75rem;margin-right:.3rem}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.3rem .7rem}
+.breaches{display:grid;grid-template-columns:1fr 1fr 1fr;gap:0 .8rem;font-size:.75rem}
+.breach-open{border-bottom:1px solid #eee;padding:.05rem 0}
 figure{margin:.3rem 0}figure svg{width:100%;height:auto;max-height:15rem}
 @media print{
 @page{size:A4;margin:10mm}
 body{max-width:none;margin:0;padding:0;font-size:8.5pt;line-height:1.25}
 h1{font-size:13pt}h2{font-size:10.5pt;break-after:avoid;margin-top:.6rem}
 table{font-size:7.5pt}tr{break-inside:avoid}th,td{padding:.1rem .3rem}
-figure svg{max-height:38mm}.screen{display:none}.verdict,.warn{-webkit-print-color-adjust:exact;
+figure{display:none}.screen{display:none}.verdict,.warn{-webkit-print-color-adjust:exact;
 print-color-adjust:exact}
 }
 """
@@ -92,7 +94,7 @@ def _verdict(data: WeeklyInput, new: pd.DataFrame, waiting: pd.DataFrame,
     lines: list[str] = []
     if len(new):
         lines.append(f"<p><strong>{text(plural(len(new), 'new concern'))} this week"
-                     f" ({new_high} high).</strong> Each is listed below, marked NEW.</p>")
+                     f" ({new_high} high)</strong>, marked NEW below.</p>")
     else:
         lines.append("<p><strong>Nothing new this week.</strong></p>")
     if len(waiting):
@@ -200,23 +202,22 @@ def _breaches(data: WeeklyInput) -> str:
     due = data.breaches
     if due.empty:
         return ""
-    rows = []
+    items = []
     for row in due.sort_values("decide_by", kind="stable").to_dict("records"):
         late = row["decide_by"] <= data.now
         deadline = text(uk_date(row["decide_by"], data, with_time=True, year=False))
-        rows.append(_row([
-            f'<span class="breach-open">{"OVERDUE" if late else "DECIDE"}</span>',
-            f"{text(row['actor'])}: {row['addresses_shown']} addresses shown"
-            f" ({row['parents_or_personal']} parents' or personal)",
-            text(uk_date(row["sent_at"], data, with_time=True, year=False))
-            if pd.notna(row["sent_at"]) else "",
-            text(uk_date(row["found_at"], data, with_time=True, year=False)),
-            f"<strong>{deadline}</strong>",
-            f"<code>breaches decide {text(row['finding_id'])}</code>",
-        ]))
-    return (f"<h2>Breach decisions due: DPO ({len(due)})</h2>"
-            + _table(["", "What was exposed", "Sent", "Found", "Decide by (72 h)", "Record with"],
-                     ["<tbody>" + "".join(rows) + "</tbody>"]))
+        sent = (f", sent {text(uk_date(row['sent_at'], data, year=False))}"
+                if pd.notna(row["sent_at"]) else "")
+        items.append(
+            f'<div class="breach-open"><strong class="late">{"OVERDUE" if late else "DECIDE"}'
+            f" by {deadline}</strong> {text(row['actor'])}: {row['addresses_shown']} shown"
+            f" ({row['parents_or_personal']} parents'/personal){sent}, found"
+            f" {text(uk_date(row['found_at'], data, year=False))} ·"
+            f" <code>{text(row['finding_id'])}</code></div>")
+    return (f"<h2>Breach decisions due: DPO ({len(due)}) <span class=\"muted small\">record"
+            " with <code>m365guard breaches decide ID --decision reported|not-reportable"
+            f" --by NAME --note WHY</code></span></h2><div class=\"breaches\">{''.join(items)}"
+            "</div>")
 
 
 def _exceptions(data: WeeklyInput) -> str:
@@ -275,7 +276,7 @@ def weekly_html(data: WeeklyInput, *, detail_name: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{text(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{text(title)} <span class=\"muted small\">{text(data.school_name)} ·"
-        f" {text(period)} · built {text(uk_date(data.now, data, with_time=True))}</span></h1>",
+        f" {text(period)}</span></h1>",
         _verdict(data, new, waiting, nights),
         _breaches(data),
         _new_section(data, new),
@@ -283,12 +284,13 @@ def weekly_html(data: WeeklyInput, *, detail_name: str) -> str:
         _open_section(data, waiting),
         _exceptions(data),
         _monitoring(data, nights),
-        "<h2>New findings per week</h2>",
+        '<h2 class="screen">New findings per week</h2>',
         '<figure role="img" aria-label="New findings per week by check">',
         trend_svg(weekly_trend(data), data.rule_titles, in_progress=in_progress),
         "</figure>",
         _by_check(data),
         "<h2>Detail and records</h2>",
+        f'<p class="muted small">Built {text(uk_date(data.now, data, with_time=True))}.</p>',
         f"<p class=\"small\">Every item above, with addresses and ids: <code>{text(detail_name)}"
         f"</code>; figures per check: <code>weekly-summary-{text(week.label)}.csv</code> (both"
         " open in Excel). When an item has been dealt with, IT records it with"
