@@ -167,6 +167,9 @@ class CollectSection(_Section):
     # no retry waits past this many minutes after the run starts (a Retry-After is honoured
     # as sent, however long, until then); what is left unread is reported, the run ends
     run_deadline_minutes: StrictInt = Field(default=360, ge=1, le=1440)
+    # the group an Exchange scope (RBAC for Applications, application access policy) limits
+    # the app to: other mailboxes are not asked and reported as excluded. Unset: all
+    mailbox_scope_group: str | None = None
     request_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=600)
 
 

@@ -79,6 +79,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB,
         include_audit=policy.collect.include_audit_log,
         forwarding_export=export,
         mailbox_concurrency=policy.collect.max_concurrency,
+        mailbox_scope_group=policy.collect.mailbox_scope_group,
         audit_poll_seconds=policy.collect.audit_poll_seconds,
     )
 

@@ -47,6 +47,10 @@ class FaultConfig:
     # records past which a query stops and says isRecordCountLimitExceeded (auditLogQuery
     # resource); None: no limit reached
     audit_record_limit: int | None = None
+    # the mailboxes (user ids) an application access policy / RBAC for Applications scope lets
+    # the app read; any other mailbox answers 403 ErrorAccessDenied although the role is
+    # granted (applicationaccesspolicy, Exchange RBAC for Applications). None: all mailboxes
+    mailbox_scope: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,

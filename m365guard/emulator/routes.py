@@ -235,6 +235,9 @@ class GraphGate:
         mailbox = user["id"] if user else params["user_id"].lower()
         self.stats.count(mailbox=mailbox)
         faults = self.service.faults
+        scope = faults.config.mailbox_scope
+        if scope is not None and mailbox not in scope:  # outside the app's Exchange scope
+            raise h.GraphError(403, *EXCHANGE_DENIED)
         if in_batch and faults.batch_item_throttled():
             raise self.throttled("TooManyRequests", "Too many requests.", faults.retry_after())
         refused = faults.admit(claims.app_id, mailbox)

@@ -54,6 +54,9 @@ class CollectRequest:
     without_mailbox: Mapping[str, dt.datetime] = field(default_factory=dict)
     folders: tuple[str, ...] = ("sentitems", "inbox")
     group_names: tuple[str, ...] = ()
+    # the group whose members' mailboxes the app is scoped to read (Exchange RBAC for
+    # Applications / an application access policy); None: every mailbox
+    mailbox_scope_group: str | None = None
     include_rules: bool = True
     include_chats: bool = True
     include_audit: bool = True
@@ -114,13 +117,20 @@ class _Night:
     async def run(self) -> None:
         request, streams = self.request, self.streams
         directory = self.directory
+        scope_group = request.mailbox_scope_group
+        groups = tuple(dict.fromkeys((*request.group_names,
+                                      *((scope_group,) if scope_group else ()))))
         users = (await asyncio.gather(directory.read_users(), directory.read_skus(),
                                       directory.read_edu_roles(),
-                                      directory.read_groups(request.group_names)))[0]
+                                      directory.read_groups(groups)))[0]
         everyone = [(user.get("userPrincipalName") or "", user.get("id", "")) for user in users]
         kinds = (*request.folders, *(("messageRules",) if request.include_rules else ()))
         now = request.until or dt.datetime.now(dt.UTC)
-        mailboxes = streams.asked_tonight(everyone, request.without_mailbox, now, kinds)
+        scope = None
+        if scope_group:
+            scope = (scope_group, {row[2] for row in self.sink.rows["group_members"]
+                                   if row[1] == scope_group})
+        mailboxes = streams.asked_tonight(everyone, request.without_mailbox, now, kinds, scope)
         # kind by kind: a $batch holds mail only or no mail (see batch.py), so few are part-full
         todo = [streams.mail_stream(upn, user_id, folder, self.window_start(upn, folder))
                 for upn, user_id in mailboxes for folder in request.folders]

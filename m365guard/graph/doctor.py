@@ -87,9 +87,12 @@ async def _call_checks(session: GraphSession, kinds: set[str]) -> list[DoctorChe
         RequestConfiguration(query_parameters=client.users.UsersRequestBuilderGetQueryParameters(
             select=["id", "mail"], top=20))))
     users = body.get("value", []) if status == 200 and isinstance(body, dict) else []
-    mailbox_id = next((u["id"] for u in users if u.get("mail")), None)
+    with_mail = [u["id"] for u in users if u.get("mail")]
+    mailbox_id = with_mail[0] if with_mail else None
     probes = _probes(session, mailbox_id)
     checks = []
+    if "messages" in kinds and len(with_mail) > 1:
+        checks.append(await _scope_check(session, with_mail))
     for kind in sorted(kinds):
         name = f"call {kind}"
         if kind not in probes:
@@ -104,11 +107,38 @@ async def _call_checks(session: GraphSession, kinds: set[str]) -> list[DoctorChe
             code, message = error_code(orjson.loads(response.content))
         except orjson.JSONDecodeError:
             code, message = "", ""
+        permission = REQUIRED_PERMISSIONS[kind]
+        fix = f"grant the application permission {permission} with admin consent"
+        if code == "ErrorAccessDenied" and permission in session.granted_roles:
+            fix = (f"{permission} is granted: an Exchange scope (RBAC for Applications or an"
+                   " application access policy) leaves this mailbox out; add it to the scope,"
+                   " or set [collect] mailbox_scope_group to the scope's group")
         checks.append(DoctorCheck(
-            name, False, f"HTTP {response.status_code} {code} {message}".strip(),
-            f"grant the application permission {REQUIRED_PERMISSIONS[kind]} with admin consent"
-            " (and check any application access policy)"))
+            name, False, f"HTTP {response.status_code} {code} {message}".strip(), fix))
     return checks
+
+
+async def _scope_check(session: GraphSession, mailbox_ids: list[str]) -> DoctorCheck:
+    """Read one message id from each sampled mailbox: some answering 403 ErrorAccessDenied
+    while Mail.ReadBasic.All is granted means the app is scoped to a set of mailboxes."""
+    outside = 0
+    for mailbox_id in mailbox_ids:
+        inbox = session.client.users.by_user_id(mailbox_id).mail_folders.by_mail_folder_id(
+            "inbox")
+        response = await session.send(inbox.messages.to_get_request_information(
+            RequestConfiguration(query_parameters=inbox.messages
+                                 .MessagesRequestBuilderGetQueryParameters(select=["id"], top=1))))
+        if response.status_code == 403:
+            outside += 1
+    if not outside:
+        return DoctorCheck("mailbox scope", True, f"all {len(mailbox_ids)} sampled mailboxes"
+                                                  " readable: the app is not scoped, or all are in")
+    return DoctorCheck(
+        "mailbox scope", outside < len(mailbox_ids),
+        f"{outside} of {len(mailbox_ids)} sampled mailboxes answer 403 ErrorAccessDenied: an"
+        " Exchange scope (RBAC for Applications or an application access policy) limits the app",
+        "set [collect] mailbox_scope_group to the scope's group, so the mailboxes outside it"
+        " are reported as excluded by policy, not as failed; or widen the scope")
 
 
 def run_doctor(conn: ConnectionSettings, kinds: set[str]) -> list[DoctorCheck]:

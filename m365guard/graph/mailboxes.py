@@ -213,7 +213,8 @@ class MailboxStreams:
         # Chat.ReadBasic.All among those that serve it)
         kind = "messages" if stream.delta else "chats" if stream.kind == CHAT_MEMBERS \
             else stream.kind
-        self.finish(stream, "failed", failure_reason(kind, reply.status, body))
+        self.finish(stream, "failed", failure_reason(kind, reply.status, body,
+                                                     self.session.granted_roles))
         return None
 
     def _page(self, stream: Stream, reply: BatchReply) -> float | None:
@@ -248,15 +249,23 @@ class MailboxStreams:
 
     def asked_tonight(self, mailboxes: list[tuple[str, str]],
                       without_mailbox: Mapping[str, dt.datetime], now: dt.datetime,
-                      kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+                      kinds: tuple[str, ...], scope: tuple[str, set[str]] | None = None
+                      ) -> list[tuple[str, str]]:
         """The mailboxes to read tonight. A user found without an Exchange mailbox (a service
         account, an unlicensed leaver) within NO_MAILBOX_RECHECK is not asked again (one
         $batch item per folder a night, which alone would make a quiet night cost more than
         0.1 requests per mailbox); their coverage says so, for each of `kinds`. Once asked
         again, their mail is read from that check on, so a mailbox created in between loses
-        nothing. Guests are never asked: they have no mailbox here."""
+        nothing. Guests are never asked: they have no mailbox here; nor are mailboxes outside
+        the policy's scope group (`scope`: its name and member ids), reported as excluded."""
         asked: list[tuple[str, str]] = []
         for upn, user_id in mailboxes:
+            if scope is not None and user_id not in scope[1]:
+                reason = (f"{tables.NOT_ASKED}: excluded by policy (not in [collect]"
+                          f" mailbox_scope_group {scope[0]!r})")
+                for kind in kinds:
+                    self.sink.cover(upn, kind, "no_mailbox", reason, 0)
+                continue
             if is_guest(upn):
                 for kind in kinds:
                     self.sink.cover(upn, kind, "no_mailbox", GUEST_REASON, 0)

@@ -16,11 +16,19 @@ from m365guard.graph.permissions import REQUIRED_PERMISSIONS
 log = logging.getLogger(__name__)
 
 
-def failure_reason(kind: str, status: int, body: Any) -> str:
-    """One line saying why a read failed (403: the permission that serves it)."""
+def failure_reason(kind: str, status: int, body: Any, granted: frozenset[str] = frozenset()
+                   ) -> str:
+    """One line saying why a read failed (403: the permission that serves it or, when that
+    is granted, the Exchange scope that leaves the mailbox out)."""
     code, message = error_code(body)
+    permission = REQUIRED_PERMISSIONS[kind]
+    if status == 403 and permission in granted and code == "ErrorAccessDenied":
+        return (f"access denied (ErrorAccessDenied) although {permission} is granted: an"
+                " Exchange scope (RBAC for Applications or an application access policy) leaves"
+                " this mailbox out; add it to the scope, or set [collect] mailbox_scope_group"
+                " to the scope's group (run `m365guard doctor`)")
     if status == 403:
-        return f"access denied ({code or 403}): grant {REQUIRED_PERMISSIONS[kind]}"
+        return f"access denied ({code or 403}): grant {permission}"
     if status == 404:
         return f"not found ({code or 404})"
     return f"HTTP {status} {code} {message}".strip()

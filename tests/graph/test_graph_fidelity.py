@@ -27,6 +27,7 @@ from m365guard.errors import ExitCode, GuardError
 from m365guard.graph import wire
 from m365guard.graph.client import RetryPolicy, mail_replies, open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect
+from m365guard.graph.doctor import run_doctor
 
 CHATS_ONLY = {"include_rules": False, "include_audit": False, "folders": ()}
 FOREIGN_TENANT = "99999999-0000-4000-8000-000000000099"
@@ -328,3 +329,42 @@ def test_audit_log_identities_odd_records_limits_and_one_query(
     audit = result.collected["coverage"].query("folder == 'auditLog'")
     assert list(audit["status"]) == ["failed"]
     assert audit["reason"].str.contains("isRecordCountLimitExceeded").all()
+
+
+def test_scoped_app_access_excluded_by_policy_explained_and_diagnosed(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """Exchange RBAC for Applications / application access policies: a mailbox outside the
+    app's scope answers 403 ErrorAccessDenied although Mail.ReadBasic.All is granted. Named in
+    the policy, the scope's group is read and the rest reported as excluded (never asked,
+    never clean); unnamed, each 403 is explained as a scope problem; doctor sees it."""
+    tenant = copy.deepcopy(school.tenant)
+    now = clock(school)
+    truth = expected_tables(tenant, now=now, since=now - dt.timedelta(days=30))
+    members = truth["group_members"]
+    group = members["group_name"].value_counts().index[-1]
+    inside = set(members[members["group_name"] == group]["user_id"])
+    scoped = FaultConfig(mailbox_scope=frozenset(inside))
+    mail_only = {"include_rules": False, "include_chats": False, "include_audit": False}
+    result, stats = _night(tenant, tmp_path, faults=scoped, mailbox_scope_group=group,
+                           **mail_only)
+    coverage = result.collected["coverage"]
+    users = result.collected["users"].set_index("upn")["user_id"]
+    out = coverage[coverage["mailbox"].map(users).notna()
+                   & ~coverage["mailbox"].map(users).isin(inside)]
+    assert len(out) and set(out["status"]) == {"no_mailbox"}
+    assert out["reason"].str.contains("excluded by policy").all()
+    assert all(stats.per_mailbox[user_id] == 0 for user_id in set(users) - inside)
+    assert set(coverage["status"]) <= {"ok", "no_mailbox"}, result.errors
+    want = truth["messages"]
+    assert_same_table("messages", result.collected["messages"],
+                      want[want["mailbox_id"].isin(inside)])
+    # the scope not named in the policy: each mailbox outside it is a failure explained
+    result, _ = _night(tenant, tmp_path / "unnamed", faults=scoped, **mail_only)
+    failed = result.collected["coverage"].query("status == 'failed'")
+    assert len(failed) and failed["reason"].str.contains("Exchange scope").all()
+    assert not failed["reason"].str.contains("grant Mail.ReadBasic.All").any()
+    with start_in_thread(Tenant.from_document(tenant), workdir=tmp_path / "doctor",
+                         faults=scoped) as emulator:
+        checks = {c.name: c for c in run_doctor(secret_conn(emulator.settings), {"messages"})}
+    assert "sampled mailboxes answer 403 ErrorAccessDenied" in checks["mailbox scope"].detail
+    assert "mailbox_scope_group" in checks["mailbox scope"].fix
