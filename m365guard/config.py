@@ -35,7 +35,25 @@ from pydantic import (
 
 from m365guard.clauses import CLAUSES
 from m365guard.errors import ExitCode, GuardError
-from m365guard.graph.settings import TenantSection
+
+Cloud = Literal["global", "usgov", "usgovdod", "china"]
+
+
+class TenantSection(BaseModel):
+    """The [tenant] table as the technician writes it (all optional: the environment may supply)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    certificate_path: Path | None = None
+    certificate_password_file: Path | None = None
+    cloud: Cloud = "global"
+    authority_host: str | None = None
+    graph_endpoint: str | None = None
+    ca_bundle: Path | None = None
+
 
 Severity = Literal["info", "low", "medium", "high"]
 Recogniser = Literal["education_role", "licence", "group", "domain"]

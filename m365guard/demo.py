@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from m365guard.clauses import clause_texts
+from m365guard.cli.reading import audit_inputs
 from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.config import Policy
 from m365guard.emulator.server import EmulatorSettings, start_in_thread
@@ -106,9 +107,9 @@ def run_demo(
         data = read_weekly_input(db, IsoWeek.last_complete(morning, zone), morning,
                                  school_name=policy.school.name, rule_titles=rule_titles())
         weekly = write_weekly_reports(out_dir / "weekly", data)
+        period = first_night.date(), end.date()
         pack = build_audit_pack(
-            db, first_night.date(), end.date(), out_dir / "audit",
-            clause_texts(),
+            audit_inputs(db, *period), *period, out_dir / "audit", clause_texts(),
             clause_coverage(RULES), end, school_name=policy.school.name)
     finally:
         db.close()

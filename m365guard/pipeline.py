@@ -1,14 +1,16 @@
-"""The nightly job: Graph -> tables -> rules -> state -> reports, wired once, in that order.
+"""The nightly job: Graph -> tables -> rules -> ledger -> state -> reports, in that order.
 
-`run_nightly` holds the state lock for the whole run, so two scheduled runs never overlap, and
-commits everything the run learned in one transaction, whose last step writes the reports (each
-to a temp file renamed into place): a run that is killed part-way, reports included, leaves the
-earlier runs' state exactly as it was, and the next run repeats the unfinished work (its delta
-links were never advanced) and reports the same findings as new.
+`run_nightly` holds the state lock for the whole run, so two scheduled runs never overlap. The
+one transaction is here in plain sight: inside it the ledger is computed from the findings state
+holds, the reports are written from those values to temp files, and the run's rows are written;
+only after COMMIT are the reports renamed into place. A run killed before COMMIT leaves the
+earlier runs' state exactly as it was (and no report of its own): the next run repeats the
+unfinished work (its delta links never advanced) and reports the same findings as new.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -23,19 +25,22 @@ from m365guard.enforce import verify as enforcement
 from m365guard.enforce.exchange_export import posture_for_night, with_posture
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import ForwardingExport, load_forwarding_export
+from m365guard.files import StagedFiles
 from m365guard.graph.client import RetryPolicy
 from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
 from m365guard.graph.settings import ConnectionSettings
-from m365guard.reports.nightly import NightlyPaths, write_nightly_reports
+from m365guard.ledger import FindingsUpdate, build_inventory, compute_ledger
+from m365guard.records import RunOutcome, RunRecord, to_second
+from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
 from m365guard.rules import run_rules
-from m365guard.state import FindingsUpdate, RunOutcome, RunRecord, StateDB, build_inventory
-from m365guard.tables import READ_IN_FULL
+from m365guard.state import StateDB
+from m365guard.tables import NO_MAILBOX, READ_IN_FULL
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[int, int], None]
 # A user without an Exchange mailbox has nothing to read: no gap in the night.
-COMPLETE_STATUSES = READ_IN_FULL | {"no_mailbox"}
+COMPLETE_STATUSES = READ_IN_FULL | {NO_MAILBOX}
 # Mailbox forwarding is a state, not an event: each night reads the audit log's whole standard
 # retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
 # the Exchange export ([collect] exchange_forwarding_export).
@@ -124,70 +129,61 @@ def run_nightly(
     """Collect since the last run, check, record, report. Raises GuardError for user errors."""
     now = now or datetime.now(UTC)
     started = time.monotonic()  # finished_at = now + elapsed, for real and simulated nights
-    db = StateDB.open(policy.state.path)
-    try:
-        with db.lock():
-            since = collect_window_start(db, policy, now)
-            log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
-            run_id = 0
-            retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds,
-                                deadline=started + policy.collect.run_deadline_minutes * 60)
-            try:
-                # local inputs first: a bad export ends the run before Graph is contacted
-                export = load_forwarding_export(policy.collect.exchange_forwarding_export)
-                posture = posture_for_night(policy.enforce.exchange_export, now=now,
-                                            school_domains=policy.school.all_domains,
-                                            max_age_days=policy.enforce.exchange_export_max_age_days)
-                with open_session(conn, retry) as session:
-                    run_id = db.start_run(since, now, now,
-                                          granted_permissions=session.granted_roles)
-                    log.info("nightly: run %d collecting", run_id)
-                    result = collect(session, _request(policy, since, now, db, export),
-                                     progress)
-            except GuardError as exc:
-                run_id = run_id or db.start_run(since, now, now)
-                db.fail_run(run_id, exc.message,
-                            now + timedelta(seconds=time.monotonic() - started))
-                raise
-            for error in result.errors:
-                log.warning("not read: %s", error)
-            log.info("nightly: collected %d messages in %d requests; checking rules",
-                     len(result.collected["messages"]), result.requests)
-            # enforced rules: verified ones resolve their finding, re-enabled ones are drift
-            verification = enforcement.nightly_check(policy.state.path, result.collected)
-            findings = verification.findings(with_posture(
-                result.collected, run_rules(result.collected, policy), *posture))
-            log.info("nightly: %d findings; recording the run in state", len(findings))
-            written: list[NightlyPaths] = []
 
-            def report(update: FindingsUpdate, run: RunRecord) -> None:
-                # Inside the state transaction: a run killed while writing its reports keeps
-                # nothing, so the next run reports the same findings as new again.
+    def elapsed() -> datetime:
+        return to_second(now + timedelta(seconds=time.monotonic() - started))
+
+    with StateDB.open(policy.state.path) as db, db.lock():
+        since = collect_window_start(db, policy, now)
+        log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
+        run_id = 0
+        retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds,
+                            deadline=started + policy.collect.run_deadline_minutes * 60)
+        try:
+            # local inputs first: a bad export ends the run before Graph is contacted
+            export = load_forwarding_export(policy.collect.exchange_forwarding_export)
+            posture = posture_for_night(policy.enforce.exchange_export, now=now,
+                                        school_domains=policy.school.all_domains,
+                                        max_age_days=policy.enforce.exchange_export_max_age_days)
+            with open_session(conn, retry) as session:
+                run_id = db.start_run(since, now, now, granted_permissions=session.granted_roles)
+                log.info("nightly: run %d collecting", run_id)
+                result = collect(session, _request(policy, since, now, db, export), progress)
+        except GuardError as exc:
+            run_id = run_id or db.start_run(since, now, now)
+            db.fail_run(run_id, exc.message, elapsed())
+            raise
+        for error in result.errors:
+            log.warning("not read: %s", error)
+        log.info("nightly: collected %d messages in %d requests; checking rules",
+                 len(result.collected["messages"]), result.requests)
+        # enforced rules: verified ones resolve their finding, re-enabled ones are drift
+        verification = enforcement.nightly_check(policy.state.path, result.collected)
+        findings = verification.findings(with_posture(
+            result.collected, run_rules(result.collected, policy), *posture))
+        coverage = result.collected["coverage"]
+        log.info("nightly: %d findings; recording the run in state", len(findings))
+        run = dataclasses.replace(db.run(run_id), finished_at=elapsed(), outcome=_outcome(result),
+                                  counts=_counts(result, findings))
+        reports = StagedFiles()
+        try:
+            # BEGIN IMMEDIATE: a `findings ack` waits until COMMIT, so it is never overwritten
+            with db.transaction():
+                ledger = compute_ledger(db.findings(), findings, coverage, run_id, now)
                 log.info("nightly: writing reports to %s", out_dir)
-                written.append(write_nightly_reports(out_dir, run, update,
-                                                     result.collected["coverage"]))
+                reports.write(nightly_files(out_dir, run, ledger.update, coverage))
                 log.info("nightly: reports written; committing state")
-
-            update = db.commit_run(
-                run_id,
-                findings,
-                result.collected["coverage"],
-                result.delta_links,
-                build_inventory(result.collected["rule_forwards"],
-                                result.collected["mailbox_forwarding"]),
-                _outcome(result),
-                _counts(result, findings),
-                now,
-                finished_at=now + timedelta(seconds=time.monotonic() - started),
-                before_commit=report,
-            )
-            run = db.run(run_id)
-            paths = written[0]
+                db.record_run(run, ledger.changes, coverage, result.delta_links,
+                              build_inventory(result.collected["rule_forwards"],
+                                              result.collected["mailbox_forwarding"]))
             log.info("nightly: state committed")
-            enforcement.record(policy.state.path, verification, run_id, now)
-            db.prune(policy.state.retention_days, now)
-    finally:
-        db.close()
+            reports.publish()
+        finally:
+            reports.discard()
+        enforcement.record(policy.state.path, verification, run_id, now)
+        db.prune(policy.state.retention_days, now)
+    update = ledger.update
     log.info("nightly: %s, %d new, %d open, %d resolved", run.outcome, len(update.new),
              len(update.still_open), len(update.resolved))
-    return NightlyOutcome(run=run, update=update, paths=paths, exit_code=exit_code_for(run, update))
+    return NightlyOutcome(run=run, update=update, paths=nightly_paths(out_dir, run),
+                          exit_code=exit_code_for(run, update))

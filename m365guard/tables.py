@@ -13,7 +13,7 @@ rows); `conform(name, df)` checks and casts a table produced elsewhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -141,6 +141,29 @@ SCHEMAS: dict[str, dict[str, str]] = {
 }
 
 SEVERITIES = ("info", "low", "medium", "high")
+# Higher is more severe; sort by it (an unknown severity maps to NaN).
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+# What a finding is about (findings.object_type) and how its object_id is formed:
+# message -> internetMessageId (Graph's id when there is none); inbox rule ->
+# `<mailbox upn>/<rule id>`; mailbox forwarding -> `<mailbox upn>/<forwarding address>`;
+# chat -> the chat id.
+ObjectType = Literal["message", "inbox_rule", "mailbox_forwarding", "chat"]
+MESSAGE: ObjectType = "message"
+INBOX_RULE: ObjectType = "inbox_rule"
+MAILBOX_FORWARDING: ObjectType = "mailbox_forwarding"
+CHAT: ObjectType = "chat"
+
+
+def message_object_ids(internet_ids: pd.Series, graph_ids: Any) -> pd.Series:
+    """A message's object id: its internetMessageId, Graph's id where it has none."""
+    return internet_ids.where(internet_ids != "", graph_ids)
+
+
+def mailbox_object_ids(mailboxes: pd.Series, keys: pd.Series) -> pd.Series:
+    """`<mailbox upn>/<key>`: the object id of an inbox rule (key: rule id) or of mailbox
+    forwarding (key: the forwarding address)."""
+    return mailboxes + "/" + keys
 
 
 def empty(name: str) -> pd.DataFrame:
@@ -185,13 +208,19 @@ def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
 SCHEMAS["coverage"] = {
     "mailbox": STR,
     "folder": STR,  # "sentitems" | "inbox" | "messageRules" | "chats" | "auditLog" | ...
-    "status": STR,  # "ok" | "failed" | "no_mailbox" | "resynced"
+    "status": STR,  # CoverageStatus
     "reason": STR,
     "items": INT,
 }
 
+# How reading one source went (coverage.status).
+CoverageStatus = Literal["ok", "resynced", "failed", "no_mailbox"]
+OK: CoverageStatus = "ok"
+RESYNCED: CoverageStatus = "resynced"  # read in full again after the delta link expired
+FAILED: CoverageStatus = "failed"
+NO_MAILBOX: CoverageStatus = "no_mailbox"  # a user without an Exchange mailbox: nothing to read
 # Coverage statuses meaning "this source was read in full": only these may resolve a finding.
-READ_IN_FULL = frozenset({"ok", "resynced"})
+READ_IN_FULL: frozenset[str] = frozenset({OK, RESYNCED})
 # How a coverage reason starts when the collector did not ask Graph tonight (a user found
 # without an Exchange mailbox recently is checked again weekly, not nightly).
 NOT_ASKED = "not asked tonight"

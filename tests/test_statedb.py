@@ -1,13 +1,18 @@
-"""StateDB against a real SQLite file: permissions, lock, resolution, ack, atomicity, retention."""
+"""StateDB against a real SQLite file: permissions, lock, resolution, ack, atomicity, retention.
+
+The lifecycle decisions are ledger.py's (tests/test_ledger.py); here they go through the store
+the way the nightly job writes them: ledger computed inside the transaction, then the rows.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,15 @@ import pandas as pd
 import pytest
 
 from m365guard.errors import ExitCode, GuardError
-from m365guard.state import StateDB, build_inventory, empty_inventory
+from m365guard.ledger import (
+    FindingsUpdate,
+    acknowledge,
+    build_inventory,
+    compute_ledger,
+    empty_inventory,
+)
+from m365guard.records import RunOutcome
+from m365guard.state import StateDB
 from m365guard.tables import NOT_ASKED, empty, make_table
 
 T0 = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
@@ -72,11 +85,30 @@ def coverage(*rows: tuple[str, str, str]) -> pd.DataFrame:
     )
 
 
+def commit_run(db: StateDB, run_id: int, findings: pd.DataFrame, cov: pd.DataFrame,
+               delta_links: Mapping[tuple[str, str], str], inventory: pd.DataFrame,
+               outcome: RunOutcome, counts: dict[str, Any], now: datetime) -> FindingsUpdate:
+    """What the nightly job does with a run's results: one transaction, ledger then rows."""
+    with db.transaction():
+        ledger = compute_ledger(db.findings(), findings, cov, run_id, now)
+        run = dataclasses.replace(db.run(run_id), outcome=outcome, counts=counts,
+                                  finished_at=now)
+        db.record_run(run, ledger.changes, cov, delta_links, inventory)
+    return ledger.update
+
+
+def ack(db: StateDB, finding_id: str, by: str, reason: str, now: datetime) -> None:
+    with db.transaction():
+        db.write_findings(acknowledge(db.findings(ids=[finding_id]).to_dict("records")[0],
+                                      by, reason, now))
+
+
 def run_night(
     db: StateDB, n: int, findings: list[dict[str, Any]], cov: pd.DataFrame | None = None
 ) -> Any:
     run_id = db.start_run(night(n - 1), night(n), night(n))
-    return db.commit_run(
+    return commit_run(
+        db,
         run_id,
         make_table("findings", findings),
         coverage((MAILBOX, "messageRules", "ok")) if cov is None else cov,
@@ -186,7 +218,7 @@ def test_message_findings_stay_open_until_acknowledged(db: StateDB) -> None:
     assert later.resolved.empty
     assert list(later.new["finding_id"]) == ["bcc-2"]
     assert list(later.still_open["finding_id"]) == ["bcc-1"]
-    db.ack("bcc-1", "Head", "spoken to the teacher", night(2) + timedelta(hours=8))
+    ack(db, "bcc-1", "Head", "spoken to the teacher", night(2) + timedelta(hours=8))
     after = run_night(db, 3, [message_finding(1)], coverage((MAILBOX, "sentitems", "ok")))
     assert list(after.still_open["finding_id"]) == ["bcc-2"]
     row = db.findings(ids=["bcc-1"]).iloc[0]
@@ -210,17 +242,6 @@ def test_chat_findings_need_every_chat_read(db: StateDB) -> None:
     assert list(full.resolved["finding_id"]) == ["chat-1"]
 
 
-def test_ack_unknown_id_and_missing_reason_are_user_errors(db: StateDB) -> None:
-    with pytest.raises(GuardError) as unknown:
-        db.ack("nope", "Head", "done", T0)
-    assert unknown.value.exit_code == ExitCode.USAGE and "nope" in unknown.value.message
-    run_night(db, 1, [message_finding()])
-    with pytest.raises(GuardError) as no_reason:
-        db.ack("bcc-1", "Head", "  ", T0)
-    assert no_reason.value.exit_code == ExitCode.USAGE
-    assert status_of(db, "bcc-1") == "open"
-
-
 def test_an_exception_mid_commit_keeps_earlier_runs_and_loses_its_own(
     db: StateDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,12 +251,12 @@ def test_an_exception_mid_commit_keeps_earlier_runs_and_loses_its_own(
     def explode(*args: object) -> list[str]:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(StateDB, "_resolve_absent", explode)
+    monkeypatch.setattr(StateDB, "write_findings", explode)
     run_id = db.start_run(night(1), night(2), night(2))
     with pytest.raises(RuntimeError):
-        db.commit_run(run_id, make_table("findings", [message_finding()]),
-                      coverage((MAILBOX, "messageRules", "ok")), {(MAILBOX, "inbox"): "L2"},
-                      empty_inventory(), "complete", {}, night(2))
+        commit_run(db, run_id, make_table("findings", [message_finding()]),
+                   coverage((MAILBOX, "messageRules", "ok")), {(MAILBOX, "inbox"): "L2"},
+                   empty_inventory(), "complete", {}, night(2))
     pd.testing.assert_frame_equal(db.findings(), before)
     assert db.delta_links() == {}
     assert db.coverage([run_id]).empty
@@ -246,21 +267,20 @@ def test_an_exception_mid_commit_keeps_earlier_runs_and_loses_its_own(
 
 def _commit_then_hang(path: Path, ready: Any) -> None:
     """Child: commit a run but stop inside the transaction until killed."""
-    original = StateDB._resolve_absent
+    original = StateDB.write_findings
 
-    def hang(self: StateDB, *args: Any) -> list[str]:
+    def hang(self: StateDB, *args: Any) -> None:
         original(self, *args)
         ready.set()
         signal.pause()
-        return []
 
-    StateDB._resolve_absent = hang  # type: ignore[method-assign]
+    StateDB.write_findings = hang  # type: ignore[method-assign]
     state = StateDB.open(path)
     with state.lock():
         run_id = state.start_run(night(1), night(2), night(2))
         findings = make_table("findings", [message_finding(n) for n in range(1, 200)])
-        state.commit_run(run_id, findings, coverage((MAILBOX, "messageRules", "ok")),
-                         {(MAILBOX, "inbox"): "L2"}, empty_inventory(), "complete", {}, night(2))
+        commit_run(state, run_id, findings, coverage((MAILBOX, "messageRules", "ok")),
+                   {(MAILBOX, "inbox"): "L2"}, empty_inventory(), "complete", {}, night(2))
 
 
 def test_a_run_killed_mid_commit_leaves_earlier_runs_intact(db: StateDB) -> None:
@@ -305,11 +325,11 @@ def test_delta_links_inventory_and_run_queries(db: StateDB) -> None:
     inventory = build_inventory(rules, forwarding)
     assert inventory["object_id"].tolist() == [f"{MAILBOX}/r/1", "b@school.example/b@aol.co.uk"]
     run_id = db.start_run(night(0), night(1), night(1), granted_permissions=["User.Read.All"])
-    db.commit_run(run_id, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L1"},
-                  inventory, "partial", {"mailboxes": 1}, night(1))
+    commit_run(db, run_id, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L1"},
+               inventory, "partial", {"mailboxes": 1}, night(1))
     run2 = db.start_run(night(1), night(2), night(2))
-    db.commit_run(run2, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L2"},
-                  empty_inventory(), "complete", {}, night(2))
+    commit_run(db, run2, empty("findings"), empty("coverage"), {(MAILBOX, "inbox"): "L2"},
+               empty_inventory(), "complete", {}, night(2))
     assert db.delta_links() == {(MAILBOX, "inbox"): "L2"}
     assert db.latest_inventory()["target"].tolist() == ["me@gmail.com", "b@aol.co.uk"]
     assert db.run(run_id).granted_permissions == ("User.Read.All",)

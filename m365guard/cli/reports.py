@@ -16,7 +16,8 @@ from m365guard.errors import ExitCode, GuardError
 
 if TYPE_CHECKING:  # pandas, the state and the reports load when a command runs, not for --help
     from m365guard.config import Policy
-    from m365guard.state import FindingStatus, StateDB
+    from m365guard.records import FindingStatus
+    from m365guard.state import StateDB
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The policies.toml to use.")
@@ -95,6 +96,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build the audit pack (folder and zip) for the policy review and the governors."""
         from m365guard.clauses import clause_texts
+        from m365guard.cli.reading import audit_inputs
         from m365guard.config import load_policy
         from m365guard.reports.audit import build_audit_pack, clause_coverage
         from m365guard.reports.weeks import refuse_future_period, school_zone
@@ -105,7 +107,7 @@ def register(app: typer.Typer) -> None:
         refuse_future_period(start, end, datetime.now(UTC), school_zone(policy.school.time_zone))
         with _open_state(policy) as db:
             pack = build_audit_pack(
-                db, start, end, out or policy.output.dir,
+                audit_inputs(db, start, end), start, end, out or policy.output.dir,
                 clause_texts(),
                 clause_coverage(RULES), datetime.now(UTC), school_name=policy.school.name)
         typer.echo(str(pack.folder))
@@ -125,10 +127,12 @@ def register(app: typer.Typer) -> None:
         """Show findings (ids for `findings ack`), highest severity first."""
         from m365guard.config import load_policy
         from m365guard.logs import printable
+        from m365guard.records import FINDING_STATUSES, records
         from m365guard.reports.csvfile import write_csv
+        from m365guard.tables import SEVERITY_RANK
 
-        if status not in ("open", "resolved", "acknowledged", "all"):
-            raise GuardError(f"--status {status!r}: use open, resolved, acknowledged or all",
+        if status not in (*FINDING_STATUSES, "all"):
+            raise GuardError(f"--status {status!r}: use {', '.join(FINDING_STATUSES)} or all",
                              ExitCode.USAGE)
         policy = load_policy(config)
         with _open_state(policy) as db:
@@ -147,12 +151,11 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             typer.echo(str(write_csv(table, out)))
             return
-        rank = {"high": 0, "medium": 1, "low": 2, "info": 3}
-        table = table.assign(_rank=table["severity"].map(rank)).sort_values(
+        table = table.assign(_rank=-table["severity"].map(SEVERITY_RANK)).sort_values(
             ["_rank", "first_seen"], kind="stable")
         if table.empty:
             typer.echo(f"no {status} findings" if status != "all" else "no findings")
-        for row in table.to_dict("records"):
+        for row in records(table):
             typer.echo(printable(
                 f"{row['finding_id']}  {row['severity']:<6} {row['status']:<12} {row['rule_id']}"
                 f"  {row['actor']}  first seen {row['first_seen']:%Y-%m-%d}"
@@ -174,15 +177,20 @@ def register(app: typer.Typer) -> None:
         """Acknowledge findings: they leave the open list and stay acknowledged if seen again."""
         from m365guard.cli.casework import select_findings
         from m365guard.config import load_policy
+        from m365guard.ledger import acknowledge
+        from m365guard.records import records
 
+        if not by.strip() or not reason.strip():
+            raise GuardError(
+                "acknowledging a finding needs --by (who) and --reason (what was done)",
+                ExitCode.USAGE)
         policy = load_policy(config)
-        with _open_state(policy) as db:
+        with _open_state(policy) as db, db.transaction():
             chosen = select_findings(db.findings(), list(finding_ids or []), rule, actor,
                                      severity)
-            if not by.strip() or not reason.strip():
-                db.ack("", by, reason, datetime.now(UTC))  # the one-line usage error
-            for finding_id in chosen["finding_id"]:
-                db.ack(str(finding_id), by, reason, datetime.now(UTC))
+            for row in records(chosen):
+                db.write_findings(acknowledge(row, by.strip(), reason.strip(),
+                                              datetime.now(UTC)))
         ids = list(chosen["finding_id"])
         typer.echo(f"acknowledged {ids[0]}" if len(ids) == 1
                    else f"acknowledged {len(ids)} findings")

@@ -19,11 +19,11 @@ from m365guard.enforce.planner import build_plan, select_findings
 from m365guard.enforce.settings import require_enabled, write_connection
 from m365guard.enforce.undo import undo_action
 from m365guard.errors import ExitCode, GuardError
+from m365guard.files import ensure_private_dir, write_bytes_atomic, write_text_atomic
 from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.rule_write import WRITE_PERMISSION, RuleClient
 from m365guard.graph.settings import resolve_connection
 from m365guard.logs import setup_logging
-from m365guard.reports.csvfile import ensure_private_dir, write_bytes_atomic, write_text_atomic
 from m365guard.state import StateDB
 
 Result = tuple[list[str], ExitCode]

@@ -21,7 +21,8 @@ import orjson
 
 from m365guard.enforce.plan import Action, ActionStatus, Plan
 from m365guard.errors import ExitCode, GuardError
-from m365guard.state import StateDB, iso
+from m365guard.records import iso
+from m365guard.state import StateDB
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pandas as pd
 from m365guard.enforce.plan import CLIENT_RULES_WARNING, Action, Plan, new_plan_id, ps_quote
 from m365guard.errors import ExitCode, GuardError
 from m365guard.graph.rule_write import RuleAnswer
-from m365guard.state import iso
+from m365guard.records import iso
 
 RuleReader = Callable[[str, str], RuleAnswer]  # (mailbox upn, rule id) -> the rule now
 DISABLE = {"isEnabled": False}

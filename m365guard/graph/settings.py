@@ -11,31 +11,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
+# The [tenant] table is parsed with the rest of policies.toml (config.py); re-exported here for
+# the callers that resolve it.
+from m365guard.config import TenantSection as TenantSection
 from m365guard.errors import config_error
-
-Cloud = Literal["global", "usgov", "usgovdod", "china"]
-
-
-class TenantSection(BaseModel):
-    """The [tenant] table as the technician writes it (all optional: the environment may supply)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tenant_id: str | None = None
-    client_id: str | None = None
-    client_secret_file: Path | None = None
-    certificate_path: Path | None = None
-    certificate_password_file: Path | None = None
-    cloud: Cloud = "global"
-    authority_host: str | None = None
-    graph_endpoint: str | None = None
-    ca_bundle: Path | None = None
-
 
 # Microsoft's national cloud deployments: (Entra ID authority host, Microsoft Graph host).
 # https://learn.microsoft.com/graph/deployments#microsoft-graph-and-graph-explorer-service-root-endpoints

@@ -20,7 +20,7 @@ from typing import Literal
 import pandas as pd
 
 from m365guard.errors import ExitCode, GuardError
-from m365guard.state import iso
+from m365guard.records import iso
 
 BCC_RULE = "multi-recipient-without-bcc"
 ICO_WINDOW = timedelta(hours=72)

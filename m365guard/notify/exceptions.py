@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from m365guard.errors import ExitCode, GuardError
+from m365guard.records import iso
 from m365guard.reports.weeks import local_day, local_midnight
-from m365guard.state import iso
 
 Scope = Literal["finding", "mailbox", "address", "rule"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)

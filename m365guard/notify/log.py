@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from m365guard.state import StateDB, iso
+from m365guard.records import iso
+from m365guard.state import StateDB
 
 Kind = Literal["alert", "weekly"]
 Channel = Literal["mail", "teams"]

@@ -15,15 +15,15 @@ import orjson
 import pandas as pd
 
 from m365guard.config import Policy
+from m365guard.files import write_bytes_atomic
 from m365guard.graph.settings import ConnectionSettings
 from m365guard.notify import breaches, exceptions
 from m365guard.notify import log as notify_log
 from m365guard.notify.deliver import MailSender, alert_after_night
 from m365guard.pipeline import NightlyOutcome
-from m365guard.reports.csvfile import write_bytes_atomic
+from m365guard.records import iso
 from m365guard.reports.weeks import local_day, school_zone
 from m365guard.rules import rule_titles
-from m365guard.state import iso
 
 log = logging.getLogger(__name__)
 

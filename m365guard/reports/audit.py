@@ -27,21 +27,14 @@ from typing import Literal
 import pandas as pd
 
 from m365guard.clauses import CLAUSES
-from m365guard.enforce.report import enforcement_table
 from m365guard.errors import ExitCode, GuardError
-from m365guard.notify import breaches, exceptions
-from m365guard.reports.csvfile import (
-    ensure_private_dir,
-    write_bytes_atomic,
-    write_csv,
-    write_text_atomic,
-)
+from m365guard.files import ensure_private_dir, write_bytes_atomic, write_text_atomic
+from m365guard.records import FINDING_FRAME_SCHEMA, RunRecord, best_outcome, runs_frame
+from m365guard.reports.csvfile import write_csv
 from m365guard.reports.weekly import status_at
-from m365guard.state import FINDING_FRAME_SCHEMA, RunRecord, StateDB, runs_frame
 from m365guard.tables import READ_IN_FULL
 
 CoverageLevel = Literal["automatic", "partial", "manual"]
-NIGHT_ORDER = {"complete": 3, "partial": 2, "failed": 1, "running": 0}
 
 
 @dataclass(frozen=True)
@@ -66,6 +59,20 @@ def clause_coverage(rules: Sequence[ModuleType]) -> dict[str, ClauseCoverage]:
 
 
 @dataclass(frozen=True)
+class AuditInputs:
+    """What the pack is built from, as state holds it for the period."""
+
+    runs: list[RunRecord]  # runs started in the period, oldest first
+    coverage: pd.DataFrame  # their coverage rows (coverage schema plus run_id)
+    findings: pd.DataFrame  # findings active in the period (FINDING_FRAME_SCHEMA)
+    history: pd.DataFrame  # those findings' events (EVENT_SCHEMA)
+    inventory: pd.DataFrame  # the latest forwarding inventory
+    enforcement: pd.DataFrame  # the enforcement journal's actions in the period
+    breach_log: pd.DataFrame  # breach-log entries found in the period, and older undecided
+    exceptions: pd.DataFrame  # every exception in force at some time in the period
+
+
+@dataclass(frozen=True)
 class AuditPack:
     """Where the pack was written."""
 
@@ -74,7 +81,8 @@ class AuditPack:
     files: tuple[str, ...]
 
 
-def _period_bounds(period_from: date, period_to: date) -> tuple[datetime, datetime]:
+def period_bounds(period_from: date, period_to: date) -> tuple[datetime, datetime]:
+    """The period as [start, end) in UTC; GuardError when the days are given backwards."""
     if period_to < period_from:
         raise GuardError(
             f"--to {period_to} is before --from {period_from}; give the period in order",
@@ -88,12 +96,12 @@ def nights_table(runs: list[RunRecord], period_from: date, period_to: date) -> p
     """Every night of the period: the best outcome of the runs that started that day, or missed."""
     by_day: dict[date, list[RunRecord]] = {}
     for run in runs:
-        by_day.setdefault(run.started_at.astimezone(UTC).date(), []).append(run)
+        by_day.setdefault(run.night, []).append(run)
     rows = []
     day = period_from
     while day <= period_to:
         day_runs = by_day.get(day, [])
-        best = max((r.outcome for r in day_runs), key=NIGHT_ORDER.__getitem__, default="missed")
+        best = best_outcome([r.outcome for r in day_runs])
         rows.append({"date": day, "outcome": best, "runs": len(day_runs),
                      "run_ids": ";".join(str(r.run_id) for r in day_runs)})
         day += timedelta(days=1)
@@ -254,7 +262,7 @@ FILE_DESCRIPTIONS = {
 
 
 def build_audit_pack(
-    db: StateDB,
+    inputs: AuditInputs,
     period_from: date,
     period_to: date,
     out_dir: Path,
@@ -265,14 +273,12 @@ def build_audit_pack(
     school_name: str,
 ) -> AuditPack:
     """Write audit-pack-FROM_TO/ and audit-pack-FROM_TO.zip in out_dir (replacing older ones)."""
-    start, end = _period_bounds(period_from, period_to)
+    start, end = period_bounds(period_from, period_to)
     unknown = sorted(set(rule_coverage) - set(clauses))
     if unknown:
         raise GuardError(f"coverage map names unknown clauses {unknown}", ExitCode.CONFIG_ERROR)
-    runs = db.runs_between(start, end)
-    coverage = db.coverage(run.run_id for run in runs)
-    findings = db.findings_between(start, end)
-    history = db.finding_history(findings["finding_id"])
+    runs, coverage, findings, history = (inputs.runs, inputs.coverage, inputs.findings,
+                                         inputs.history)
     status = status_at(history, end)
     findings_out = findings.assign(
         status_at_period_end=findings["finding_id"].map(status).fillna("")
@@ -286,11 +292,11 @@ def build_audit_pack(
         "runs.csv": runs_table(runs, coverage),
         "nights.csv": nights,
         "mailbox-coverage.csv": mailbox_coverage_table(coverage),
-        "inventory.csv": db.latest_inventory(),
+        "inventory.csv": inputs.inventory,
         "permissions.csv": permissions_table(runs),
-        "enforcement.csv": enforcement_table(db.path, start, end),
-        "breach-log.csv": breaches.for_audit(db.path, db.findings(), start, end),
-        "exceptions.csv": exceptions.for_audit(db.path, start, end),
+        "enforcement.csv": inputs.enforcement,
+        "breach-log.csv": inputs.breach_log,
+        "exceptions.csv": inputs.exceptions,
     }
     name = f"audit-pack-{period_from.isoformat()}_{period_to.isoformat()}"
     ensure_private_dir(out_dir)

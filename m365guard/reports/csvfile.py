@@ -1,28 +1,25 @@
-"""The one way m365guard writes a file: atomic, owner-only, and (for CSVs) safe to open in Excel.
+"""CSV files safe to open in Excel: formula-like cells defused, UTF-8 with a BOM, CRLF.
 
 Why: reports are opened by headteachers in Excel, and their cells carry text that staff or
 outsiders chose (subjects, rule names, display names). A cell starting with = + - @ (or a TAB /
-CR) can run as a formula, so such text is prefixed with an apostrophe. Files are written to a
-temporary file in the same folder and renamed into place, so a reader (or a crash) never sees a
-half-written report; every file is readable by its owner only, since reports name staff.
+CR) can run as a formula, so such text is prefixed with an apostrophe. The bytes are written
+by files.py: atomically, owner-only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
 import numbers
-import os
-import tempfile
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from m365guard.files import write_bytes_atomic
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -63,45 +60,11 @@ def csv_text(df: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """The CSV file's bytes: UTF-8 with a BOM, so Excel reads accents."""
+    return csv_text(df).encode("utf-8-sig")
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    """Write df as a UTF-8 (with BOM, so Excel reads accents) CSV at path, atomically, 0600."""
-    return write_bytes_atomic(path, csv_text(df).encode("utf-8-sig"))
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write UTF-8 text atomically, owner-only."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write bytes to a temp file beside path, flush to disk, then rename over path (0600)."""
-    with atomic_file(path) as handle:
-        handle.write(data)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """A binary file that appears at path, owner-only, only if the block completes."""
-    path = Path(path)
-    ensure_private_dir(path.parent)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o600)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-
-
-def ensure_private_dir(folder: Path) -> Path:
-    """Create folder (owner-only) if missing; an existing folder keeps its permissions."""
-    if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
-        os.chmod(folder, 0o700)
-    return folder
+    """Write df as a CSV (csv_bytes) at path, atomically, 0600."""
+    return write_bytes_atomic(path, csv_bytes(df))

@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from m365guard.reports.csvfile import write_bytes_atomic, write_csv
-from m365guard.state import FINDING_FRAME_SCHEMA, FindingsUpdate, RunRecord, iso
-from m365guard.tables import READ_IN_FULL, SCHEMAS, SEVERITIES, conform
+from m365guard.ledger import FindingsUpdate
+from m365guard.records import FINDING_FRAME_SCHEMA, RunRecord, empty_frame, iso
+from m365guard.reports.csvfile import csv_bytes
+from m365guard.tables import READ_IN_FULL, SCHEMAS, SEVERITIES, SEVERITY_RANK, conform
 
 NIGHTLY_COLUMNS: tuple[str, ...] = (
     *SCHEMAS["findings"],
@@ -27,7 +28,6 @@ NIGHTLY_COLUMNS: tuple[str, ...] = (
     "status",
     "is_new",
 )
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,7 @@ def nightly_findings(update: FindingsUpdate) -> pd.DataFrame:
         [fresh.assign(is_new=True), update.still_open.assign(is_new=False)], ignore_index=True
     )
     if table.empty:
-        table = pd.DataFrame(
-            {col: pd.Series([], dtype=dtype) for col, dtype in FINDING_FRAME_SCHEMA.items()}
-        ).assign(is_new=pd.Series([], dtype=bool))
+        table = empty_frame(FINDING_FRAME_SCHEMA).assign(is_new=pd.Series([], dtype=bool))
     table = table.assign(_rank=table["severity"].map(SEVERITY_RANK).fillna(-1))
     table = table.sort_values(
         ["is_new", "_rank", "occurred_at", "finding_id"],
@@ -116,14 +114,20 @@ def _by_severity(findings: pd.DataFrame) -> dict[str, int]:
     return {severity: int(counts.get(severity, 0)) for severity in reversed(SEVERITIES)}
 
 
-def write_nightly_reports(
+def nightly_paths(out_dir: Path, run: RunRecord) -> NightlyPaths:
+    """Where a run's reports go: findings-DATE.csv and run-DATE.json, DATE its UTC start date."""
+    day = run.night.isoformat()
+    return NightlyPaths(findings_csv=out_dir / f"findings-{day}.csv",
+                        run_json=out_dir / f"run-{day}.json")
+
+
+def nightly_files(
     out_dir: Path, run: RunRecord, update: FindingsUpdate, coverage: pd.DataFrame
-) -> NightlyPaths:
-    """Write findings-DATE.csv and run-DATE.json for the run (DATE: the run's UTC start date)."""
-    day = run.started_at.date().isoformat()
-    findings_csv = write_csv(nightly_findings(update), out_dir / f"findings-{day}.csv")
-    run_json = write_bytes_atomic(
-        out_dir / f"run-{day}.json",
-        orjson.dumps(run_summary(run, update, coverage), option=orjson.OPT_INDENT_2) + b"\n",
-    )
-    return NightlyPaths(findings_csv=findings_csv, run_json=run_json)
+) -> dict[Path, bytes]:
+    """The run's report files and their bytes, for the caller to put in place."""
+    paths = nightly_paths(out_dir, run)
+    return {
+        paths.findings_csv: csv_bytes(nightly_findings(update)),
+        paths.run_json: orjson.dumps(run_summary(run, update, coverage),
+                                     option=orjson.OPT_INDENT_2) + b"\n",
+    }

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from m365guard.files import write_text_atomic
 from m365guard.notify.roles import next_step
-from m365guard.reports.csvfile import write_csv, write_text_atomic
+from m365guard.records import NIGHT_ORDER, RunRecord
+from m365guard.reports.csvfile import write_csv
 from m365guard.reports.weeks import IsoWeek, local_day
-from m365guard.state import RunRecord
-from m365guard.tables import SEVERITIES
+from m365guard.tables import SEVERITY_RANK
 
 OPENING_EVENTS = ("opened", "reopened")
 STATUS_EVENTS = {"opened": "open", "reopened": "open", "resolved": "resolved",
                  "acknowledged": "acknowledged"}
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 TREND_WEEKS = 12
-NIGHT_ORDER = {"complete": 3, "partial": 2, "failed": 1, "running": 0}
 NOT_MONITORED = "not monitored yet"
 NOT_YET = "not yet"  # a night of the week in progress that has not come
 

@@ -19,7 +19,6 @@ from m365guard import tables
 from m365guard.config import Policy, RuleSettings, Severity
 from m365guard.directory import build_directory, classify_users, lookup, normalise_address
 
-SEVERITY_RANK = {name: rank for rank, name in enumerate(tables.SEVERITIES)}
 _DIRECTORY_COLUMNS = ("role", "person_id", "person_role", "evidence")
 
 
@@ -132,7 +131,7 @@ def strongest(findings: pd.DataFrame) -> pd.DataFrame:
     """One row per object_id: the most severe (first on ties)."""
     if findings.empty:
         return findings
-    rank = findings["severity"].map(SEVERITY_RANK)
+    rank = findings["severity"].map(tables.SEVERITY_RANK)
     order = np.argsort(-rank.to_numpy(), kind="stable")
     return findings.iloc[order].drop_duplicates("object_id").sort_index()
 

@@ -39,6 +39,7 @@ from m365guard.directory import (
     normalise_addresses,
     personal_domains,
 )
+from m365guard.forwarding import latest_forwarding
 from m365guard.rules.base import RuleInput, base_severity, make_findings, strongest
 
 RULE_ID = "external-forwarding-personal"
@@ -97,7 +98,7 @@ def _inbox_rules(data: RuleInput, policy: Policy, severity: str) -> pd.DataFrame
         "actor_role": _actor_roles(data, outside["mailbox"]),
         "counterparts": outside["address"].str.lower(),
         "object_type": "inbox_rule",
-        "object_id": outside["mailbox"] + "/" + outside["rule_id"],
+        "object_id": tables.mailbox_object_ids(outside["mailbox"], outside["rule_id"]),
         "summary": "Inbox rule \"" + outside["rule_name"] + "\" in " + outside["mailbox"] + " "
         + outside["action"].map(_ACTION_WORDS).fillna("forwards") + " mail to "
         + outside["address"] + ", " + described + state + ".",
@@ -109,12 +110,7 @@ def _mailbox_forwarding(data: RuleInput, policy: Policy, severity: str) -> pd.Da
     history = data.collected["mailbox_forwarding"]
     if history.empty:
         return tables.empty("findings")
-    latest = (history.assign(mailbox_key=history["mailbox"].str.lower())
-              .sort_values("observed_at", kind="stable").drop_duplicates("mailbox_key",
-                                                                          keep="last"))
-    address = latest["address"].str.strip().str.replace(r"^(?i:smtp:)", "", regex=True)
-    latest = latest.assign(target=address.fillna("").str.lower())
-    latest = latest[(latest["target"] != "").to_numpy(bool)]  # cleared: no forwarding now
+    latest = latest_forwarding(history)  # cleared forwarding: no row
     kind = target_kind(data, policy, latest["target"])
     leaves = kind.isin(["personal", "external"]).to_numpy()
     if not leaves.any():
@@ -128,7 +124,7 @@ def _mailbox_forwarding(data: RuleInput, policy: Policy, severity: str) -> pd.Da
         "occurred_at": latest["observed_at"], "actor": latest["mailbox"],
         "actor_role": _actor_roles(data, latest["mailbox"]),
         "counterparts": latest["target"], "object_type": "mailbox_forwarding",
-        "object_id": latest["mailbox"] + "/" + latest["target"],
+        "object_id": tables.mailbox_object_ids(latest["mailbox"], latest["target"]),
         "summary": "The mailbox " + latest["mailbox"] + " forwards all mail to "
         + latest["target"] + also_keeps + np.where(personal, ", a personal address.",
                                                    ", outside the school."),

@@ -76,7 +76,7 @@ def check(data: RuleInput, settings: RuleSettings, policy: Policy) -> pd.DataFra
     msg = pd.Series(counts.index, index=counts.index)
     high = (counts["personal"] >= 2) | (counts["outside"] >= limits.high_recipient_count)
     internet_id = pd.Series(data.message_column("internet_message_id", msg), index=msg.index)
-    object_id = internet_id.where(internet_id != "", data.message_column("message_id", msg))
+    object_id = tables.message_object_ids(internet_id, data.message_column("message_id", msg))
     actor = pd.Series(data.message_column("mailbox", msg), index=msg.index)
     name = display(data, pd.Series(data.message_column("mailbox_id", msg), index=msg.index), actor)
     role = pd.Series(data.message_column("mailbox_role", msg), index=msg.index).astype(str)

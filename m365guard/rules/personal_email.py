@@ -112,7 +112,7 @@ def _evidence(evidence: pd.Series) -> pd.Series:
 
 def _object_ids(data: RuleInput, msg: pd.Series) -> pd.Series:
     internet = pd.Series(data.message_column("internet_message_id", msg), index=msg.index)
-    return internet.where(internet != "", data.message_column("message_id", msg))
+    return tables.message_object_ids(internet, data.message_column("message_id", msg))
 
 
 def _rows(data: RuleInput, hits: pd.DataFrame, severity: str, what: str) -> pd.DataFrame:

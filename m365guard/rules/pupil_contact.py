@@ -118,7 +118,7 @@ def _mail(data: RuleInput, severity: str) -> pd.DataFrame:
 def _message_object_ids(data: RuleInput, msg: pd.Series) -> pd.Series:
     internet = pd.Series(data.message_column("internet_message_id", msg), index=msg.index)
     graph_id = pd.Series(data.message_column("message_id", msg), index=msg.index)
-    return internet.where(internet != "", graph_id)
+    return tables.message_object_ids(internet, graph_id)
 
 
 def _chat_members(data: RuleInput, policy: Policy) -> pd.DataFrame:

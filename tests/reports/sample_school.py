@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -10,7 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from m365guard.state import FindingsUpdate, StateDB, build_inventory
+from m365guard.ledger import FindingsUpdate, acknowledge, build_inventory, compute_ledger
+from m365guard.records import RunOutcome
+from m365guard.state import StateDB
 from m365guard.tables import make_table
 
 FIRST_NIGHT = date(2025, 3, 3)  # Monday of 2025-W10
@@ -117,6 +120,18 @@ def assert_matches_golden(written: Path, golden_name: str) -> None:
     assert written.read_bytes() == golden.read_bytes(), f"{written.name} differs from {golden}"
 
 
+def commit_run(db: StateDB, run_id: int, findings: pd.DataFrame, coverage: pd.DataFrame,
+               inventory: pd.DataFrame, outcome: RunOutcome, counts: dict[str, Any],
+               now: datetime, error: str) -> FindingsUpdate:
+    """What the nightly job does with a run's results: one transaction, ledger then rows."""
+    with db.transaction():
+        ledger = compute_ledger(db.findings(), findings, coverage, run_id, now)
+        run = dataclasses.replace(db.run(run_id), outcome=outcome, counts=counts,
+                                  finished_at=now, error=error)
+        db.record_run(run, ledger.changes, coverage, {}, inventory)
+    return ledger.update
+
+
 def build_sample_school(path: Path) -> SampleSchool:
     """Run two weeks of nights (one missed, one partial) with an ack, into a new state file."""
     db = StateDB.open(path)
@@ -138,14 +153,17 @@ def build_sample_school(path: Path) -> SampleSchool:
             coverage = coverage_on(day)
             findings = make_table("findings",
                                   [{"finding_id": fid, **FINDINGS[fid]} for fid in present_on(day)])
-            update = db.commit_run(
-                run_id, findings, coverage, {}, build_inventory(forwards, forwarding),
+            update = commit_run(
+                db, run_id, findings, coverage, build_inventory(forwards, forwarding),
                 "partial" if day == PARTIAL else "complete",
                 {"mailboxes": 3, "messages": 40}, started + timedelta(minutes=7),
                 error="1 folder could not be read" if day == PARTIAL else "",
             )
         if day == date(2025, 3, 11):
-            db.ack("F2", "Mrs Head", "Reminded about BCC; parents told", ACK_AT)
+            with db.transaction():
+                db.write_findings(acknowledge(db.findings(ids=["F2"]).to_dict("records")[0],
+                                              "Mrs Head", "Reminded about BCC; parents told",
+                                              ACK_AT))
         day += timedelta(days=1)
     assert update is not None
     return SampleSchool(db=db, last_update=update, last_run_id=run_id, last_coverage=coverage)

@@ -7,13 +7,24 @@ import stat
 import zipfile
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from sample_school import SampleSchool, assert_matches_golden
 
+from m365guard.cli.reading import audit_inputs
 from m365guard.errors import ExitCode, GuardError
-from m365guard.reports.audit import ClauseCoverage, build_audit_pack
+from m365guard.reports.audit import ClauseCoverage
+from m365guard.reports.audit import build_audit_pack as build_from_values
+from m365guard.state import StateDB
+
+
+def build_audit_pack(db: StateDB, period_from: date, period_to: date,
+                     *args: Any, **kwargs: Any) -> Any:
+    """The pack from the state the audit command reads (cli/reading.py)."""
+    return build_from_values(audit_inputs(db, period_from, period_to), period_from, period_to,
+                             *args, **kwargs)
 
 CLAUSES = {"AUP-PUPIL-CONTACT": "All email contact with pupils ...", "AUP-BCC": "use BCC",
            "AUP-PERSONAL-EMAIL": "no personal email", "AUP-INTENDED-RECIPIENTS": "intended",

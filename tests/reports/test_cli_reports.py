@@ -11,7 +11,7 @@ from sample_school import build_sample_school
 from typer.testing import CliRunner
 
 from m365guard.cli.main import app
-from m365guard.errors import ExitCode
+from m365guard.errors import ExitCode, GuardError
 
 
 def policy_file(tmp_path: Path) -> Path:
@@ -58,3 +58,21 @@ def test_unknown_finding_id_is_one_line_and_exit_code(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.USAGE
     assert result.stderr.strip().splitlines() == [
         "error: no finding with id 'NOPE'; `m365guard findings list` shows the ids"]
+
+
+def test_ack_unknown_id_and_missing_reason_are_user_errors(tmp_path: Path) -> None:
+    """(moved from tests/test_statedb.py: the messages quote the command's flags)"""
+    school = build_sample_school(tmp_path / "state.db")
+    school.db.close()
+    config = str(policy_file(tmp_path))
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["findings", "ack", "nope", "--by", "Head", "--reason", "done",
+                                  "-c", config])
+    assert isinstance(unknown.exception, GuardError)  # run() prints it and exits with its code
+    assert unknown.exception.exit_code == ExitCode.USAGE and "nope" in unknown.exception.message
+    no_reason = runner.invoke(app, ["findings", "ack", "F6", "--by", "Head", "--reason", "  ",
+                                    "-c", config])
+    assert isinstance(no_reason.exception, GuardError)
+    assert no_reason.exception.exit_code == ExitCode.USAGE
+    listed = runner.invoke(app, ["findings", "list", "-c", config])
+    assert "F6" in [line.split()[0] for line in listed.output.splitlines()]  # still open

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from m365guard.reports.csvfile import write_bytes_atomic, write_csv
+from m365guard.files import write_bytes_atomic
+from m365guard.reports.csvfile import write_csv
 
 HOSTILE = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tTAB", "\rCR", "plain", 'quote " and, comma',
            "line\nbreak", "nul\x00byte", "café ✓", ""]

@@ -9,7 +9,17 @@ import orjson
 import pandas as pd
 from sample_school import MAILBOXES, PARTIAL, SampleSchool, assert_matches_golden, run_at
 
-from m365guard.reports.nightly import NIGHTLY_COLUMNS, write_nightly_reports
+from m365guard.files import write_bytes_atomic
+from m365guard.ledger import FindingsUpdate
+from m365guard.records import RunRecord
+from m365guard.reports.nightly import NIGHTLY_COLUMNS, NightlyPaths, nightly_files, nightly_paths
+
+
+def write_nightly_reports(out_dir: Path, run: RunRecord, update: FindingsUpdate,
+                          coverage: pd.DataFrame) -> NightlyPaths:
+    for path, data in nightly_files(out_dir, run, update, coverage).items():
+        write_bytes_atomic(path, data)
+    return nightly_paths(out_dir, run)
 
 
 def test_last_night_matches_golden_files(sample: SampleSchool, tmp_path: Path) -> None:

@@ -170,7 +170,9 @@ def test_a_finding_at_local_monday_0030_belongs_to_the_new_week(tmp_path: Path) 
     found = datetime(2026, 10, 18, 23, 30, tzinfo=UTC)
     with StateDB.open(tmp_path / "s.db") as db:
         run_id = db.start_run(None, found, found)
-        from m365guard.state import empty_inventory
+        from sample_school import commit_run
+
+        from m365guard.ledger import empty_inventory
         from m365guard.tables import make_table
         finding = make_table("findings", [{
             "finding_id": "X1", "rule_id": "external-forwarding-personal", "severity": "high",
@@ -180,7 +182,7 @@ def test_a_finding_at_local_monday_0030_belongs_to_the_new_week(tmp_path: Path) 
             "summary": "rule"}])
         coverage = make_table("coverage", [{"mailbox": "a@school.example", "folder": "sentitems",
                                             "status": "ok", "reason": "", "items": 1}])
-        db.commit_run(run_id, finding, coverage, {}, empty_inventory(), "complete", {}, found)
+        commit_run(db, run_id, finding, coverage, empty_inventory(), "complete", {}, found, "")
         after = datetime(2026, 10, 27, 8, tzinfo=UTC)
         w43 = weekly_input(db, IsoWeek(2026, 43), after)
         w42 = weekly_input(db, IsoWeek(2026, 42), after)
