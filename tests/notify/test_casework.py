@@ -15,6 +15,7 @@ import pytest
 from notify_school import ADDRESSES, School
 
 from m365guard.clauses import clause_texts
+from m365guard.cli.reading import audit_inputs
 from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.errors import ExitCode, GuardError
 from m365guard.notify import breaches, exceptions
@@ -108,7 +109,8 @@ def test_a_bcc_exposure_opens_a_breach_entry_with_the_72_hour_deadline(school: S
         morning = night0.run.started_at + timedelta(hours=5)
         data = read_weekly_input(db, IsoWeek.containing(morning, LONDON), morning,
                                  school_name="X", rule_titles={})
-        pack = build_audit_pack(db, morning.date() - timedelta(days=1), morning.date(),
+        period = morning.date() - timedelta(days=1), morning.date()
+        pack = build_audit_pack(audit_inputs(db, *period), *period,
                                 tmp_path / "audit", clause_texts(), clause_coverage(RULES),
                                 morning, school_name="X")
     page = write_weekly_reports(tmp_path / "weekly", data).html.read_text(encoding="utf-8")
