@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from m365guard import stopping
 from m365guard.config import Policy
 from m365guard.enforce import verify as enforcement
 from m365guard.enforce.exchange_export import posture_for_night, with_posture
@@ -35,6 +36,7 @@ from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
 from m365guard.rules import run_rules
 from m365guard.state import StateDB
 from m365guard.tables import NO_MAILBOX, READ_IN_FULL
+from m365guard.writable import os_error_line
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,17 @@ def _counts(result: CollectResult, findings: pd.DataFrame) -> dict[str, int]:
     }
 
 
+def _stoppable(progress: ProgressSink | None) -> ProgressSink:
+    """The progress sink, with a stop checkpoint after every stream read (stopping.py)."""
+
+    def report(done: int, total: int) -> None:
+        stopping.checkpoint()
+        if progress is not None:
+            progress(done, total)
+
+    return report
+
+
 def exit_code_for(run: RunRecord, update: FindingsUpdate) -> ExitCode:
     """Partial beats findings: an incomplete night must never look clean or merely busy."""
     if run.outcome != "complete":
@@ -137,6 +150,7 @@ def run_nightly(
         since = collect_window_start(db, policy, now)
         log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
         run_id = 0
+        committed = False
         retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds,
                             deadline=started + policy.collect.run_deadline_minutes * 60)
         try:
@@ -148,38 +162,49 @@ def run_nightly(
             with open_session(conn, retry) as session:
                 run_id = db.start_run(since, now, now, granted_permissions=session.granted_roles)
                 log.info("nightly: run %d collecting", run_id)
-                result = collect(session, _request(policy, since, now, db, export), progress)
-        except GuardError as exc:
-            run_id = run_id or db.start_run(since, now, now)
-            db.fail_run(run_id, exc.message, elapsed())
+                result = collect(session, _request(policy, since, now, db, export),
+                                 _stoppable(progress))
+            stopping.checkpoint()
+            for error in result.errors:
+                log.warning("not read: %s", error)
+            log.info("nightly: collected %d messages in %d requests; checking rules",
+                     len(result.collected["messages"]), result.requests)
+            # enforced rules: verified ones resolve their finding, re-enabled ones are drift
+            verification = enforcement.nightly_check(policy.state.path, result.collected)
+            findings = verification.findings(with_posture(
+                result.collected, run_rules(result.collected, policy), *posture))
+            coverage = result.collected["coverage"]
+            stopping.checkpoint()
+            log.info("nightly: %d findings; recording the run in state", len(findings))
+            run = dataclasses.replace(db.run(run_id), finished_at=elapsed(),
+                                      outcome=_outcome(result), counts=_counts(result, findings))
+            reports = StagedFiles()
+            try:
+                # BEGIN IMMEDIATE: a `findings ack` waits until COMMIT, so it is never overwritten
+                with db.transaction():
+                    ledger = compute_ledger(db.findings(), findings, coverage, run_id, now)
+                    log.info("nightly: writing reports to %s", out_dir)
+                    reports.write(nightly_files(out_dir, run, ledger.update, coverage))
+                    log.info("nightly: reports written; committing state")
+                    db.record_run(run, ledger.changes, coverage, result.delta_links,
+                                  build_inventory(result.collected["rule_forwards"],
+                                                  result.collected["mailbox_forwarding"]))
+                committed = True
+                log.info("nightly: state committed")
+                reports.publish()
+            finally:
+                reports.discard()
+        except (GuardError, OSError) as exc:  # every failed run keeps its reason
+            if not committed:
+                run_id = run_id or db.start_run(since, now, now)
+                db.fail_run(run_id, exc.message if isinstance(exc, GuardError)
+                            else os_error_line(exc), elapsed())
             raise
-        for error in result.errors:
-            log.warning("not read: %s", error)
-        log.info("nightly: collected %d messages in %d requests; checking rules",
-                 len(result.collected["messages"]), result.requests)
-        # enforced rules: verified ones resolve their finding, re-enabled ones are drift
-        verification = enforcement.nightly_check(policy.state.path, result.collected)
-        findings = verification.findings(with_posture(
-            result.collected, run_rules(result.collected, policy), *posture))
-        coverage = result.collected["coverage"]
-        log.info("nightly: %d findings; recording the run in state", len(findings))
-        run = dataclasses.replace(db.run(run_id), finished_at=elapsed(), outcome=_outcome(result),
-                                  counts=_counts(result, findings))
-        reports = StagedFiles()
-        try:
-            # BEGIN IMMEDIATE: a `findings ack` waits until COMMIT, so it is never overwritten
-            with db.transaction():
-                ledger = compute_ledger(db.findings(), findings, coverage, run_id, now)
-                log.info("nightly: writing reports to %s", out_dir)
-                reports.write(nightly_files(out_dir, run, ledger.update, coverage))
-                log.info("nightly: reports written; committing state")
-                db.record_run(run, ledger.changes, coverage, result.delta_links,
-                              build_inventory(result.collected["rule_forwards"],
-                                              result.collected["mailbox_forwarding"]))
-            log.info("nightly: state committed")
-            reports.publish()
-        finally:
-            reports.discard()
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the run is recorded as interrupted
+            if run_id and not committed:
+                db.fail_run(run_id, f"interrupted by {stopping.requested() or 'SIGINT'}",
+                            elapsed())
+            raise
         enforcement.record(policy.state.path, verification, run_id, now)
         db.prune(policy.state.retention_days, now)
     update = ledger.update

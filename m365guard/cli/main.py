@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from m365guard import __version__
+from m365guard import __version__, stopping
 from m365guard.errors import ExitCode, GuardError
 from m365guard.logs import masked
 
@@ -89,15 +89,11 @@ def _mask_environment() -> None:
             mask_secret(Path(secret_file).read_text(encoding="utf-8-sig").strip())
 
 
-_STOPPED_BY: list[str] = []  # the signal that interrupted this run (typer turns the
-# KeyboardInterrupt into a plain exit code 130, so the name is kept here)
-
-
 def _stop_on_signals() -> None:
     """SIGTERM (systemd's stop, a shutdown) and SIGINT (Ctrl-C) end the run at once."""
 
     def interrupt(signum: int, frame: object) -> None:
-        _STOPPED_BY.append(signal.Signals(signum).name)
+        stopping.request(signal.Signals(signum).name)  # typer turns the raise into exit 130
         # the requests and tasks cut short say so as they unwind (asyncio's "Task exception
         # was never retrieved", SSL transport errors, each with a traceback): the one line
         # this run prints is enough
@@ -118,7 +114,7 @@ def _die_by(signum: int) -> None:
 
 def _interrupted() -> None:
     """One line in the log and on stderr, then end by the signal that stopped the run."""
-    name = _STOPPED_BY[0] if _STOPPED_BY else "SIGINT"
+    name = stopping.requested() or "SIGINT"
     logging.getLogger("m365guard").info(  # info: stderr gets the one line below
         "interrupted by %s: stopped at once; the next run completes it", name)
     typer.echo(f"interrupted by {name}: stopped; the next run completes this one", err=True)
@@ -141,7 +137,7 @@ def run() -> None:
         typer.echo(f"error: {masked(exc.message)}", err=True)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
-        if _STOPPED_BY and exc.exit_code == 130:
+        if stopping.requested() and exc.exit_code == 130:
             _interrupted()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -177,6 +173,6 @@ def run() -> None:
         typer.echo(masked(f"internal error: {type(exc).__name__}: {exc} (see the log)"),
                    err=True)
         sys.exit(int(ExitCode.INTERNAL_ERROR))
-    if _STOPPED_BY and code == 130:  # typer's code for the KeyboardInterrupt the signal
+    if stopping.requested() and code == 130:  # typer's code for the KeyboardInterrupt a signal
         _interrupted()  # raised; a command that handled it (emulator serve) returns normally
     sys.exit(code if isinstance(code, int) else 0)

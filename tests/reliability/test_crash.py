@@ -137,6 +137,11 @@ def history(site: Site) -> tuple[list[tuple[str, int]], list[str]]:
     return opened, outcomes
 
 
+def _errors(site: Site) -> list[str]:
+    with sqlite3.connect(site.db) as conn:
+        return [row[0] for row in conn.execute("SELECT error FROM runs ORDER BY id")]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, school: synth.SyntheticSchool,
                   emulator: RunningEmulator) -> tuple[int, dict[str, dict[str, str]]]:
@@ -158,7 +163,12 @@ def test_killed_run_then_rerun_equals_uninterrupted(
     kill_at(site, emulator, point, signal_name)
     assert_no_half_written_report(site.out)
     _, outcomes = history(site)
-    assert outcomes == (["complete"] if point.committed else ["running"])
+    # SIGTERM and Ctrl-C record the run as interrupted; SIGKILL leaves it 'running' for the
+    # next run to mark failed
+    assert outcomes == (["complete"] if point.committed
+                        else ["running"] if signal_name == "SIGKILL" else ["failed"])
+    if not point.committed and signal_name != "SIGKILL":
+        assert _errors(site) == [f"interrupted by {signal_name}"]
 
     again = site.nightly()
     assert "Traceback" not in again.stderr
@@ -178,3 +188,29 @@ def test_killed_run_then_rerun_equals_uninterrupted(
         assert got == want  # same findings, still reported as new: nothing lost
     assert sorted(fid for fid, _ in opened) == sorted(want)  # each finding opened once
     assert all(count == 1 for _, count in opened)
+
+
+def test_a_stop_whose_raise_was_lost_still_ends_the_run(site: Site) -> None:
+    """A signal landing in a finalizer loses its KeyboardInterrupt (Python drops 'unraisable'
+    exceptions): the stop it recorded still ends the run at the next stream, recorded as
+    interrupted, and the next night completes it."""
+    from m365guard import stopping
+    from m365guard.pipeline import run_nightly
+
+    streams: list[int] = []
+
+    def stop_quietly(done: int, total: int) -> None:
+        streams.append(done)
+        if done == 3:
+            stopping.request("SIGTERM")  # the handler ran; its raise went nowhere
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_nightly(site.policy(), site.conn(), site.out, progress=stop_quietly)
+    finally:
+        stopping._requested.clear()
+    assert streams[-1] == 3, "the run read on after the stop"
+    assert history(site)[1] == ["failed"]
+    assert _errors(site) == ["interrupted by SIGTERM"]
+    assert not list(site.out.glob("findings-*.csv"))
+    assert run_nightly(site.policy(), site.conn(), site.out).run.outcome == "complete"
