@@ -24,7 +24,7 @@ from m365guard.emulator.synth import SyntheticSchool, generate
 from m365guard.graph.settings import ConnectionSettings, TenantSection, resolve_connection
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.audit import build_audit_pack, clause_coverage
-from m365guard.reports.weekly import write_weekly_reports
+from m365guard.reports.weekly_files import write_weekly_reports
 from m365guard.reports.weeks import IsoWeek, school_zone
 from m365guard.rules import RULES, rule_titles
 from m365guard.state import StateDB

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Write the weekly summary CSVs and the one-page HTML for the headteacher."""
         from m365guard.cli.weekly_input import read_weekly_input
         from m365guard.config import load_policy
-        from m365guard.reports.weekly import write_weekly_reports
+        from m365guard.reports.weekly_files import write_weekly_reports
         from m365guard.reports.weeks import IsoWeek, refuse_future_week, school_zone
         from m365guard.rules import rule_titles
 

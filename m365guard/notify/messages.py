@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from m365guard.notify.roles import ROLE_TITLES, Role, next_step
-from m365guard.reports.weekly import WeeklyInput, WeeklyPaths, new_this_week, still_open
+from m365guard.reports.weekly import WeeklyInput, new_this_week, still_open
+from m365guard.reports.weekly_files import WeeklyPaths
 from m365guard.reports.weekly_page import plural, text
 
 _CSS = ("body{font-family:Segoe UI,Arial,sans-serif;color:#222}"

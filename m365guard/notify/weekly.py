@@ -9,7 +9,8 @@ from m365guard.errors import ExitCode, GuardError
 from m365guard.graph.settings import ConnectionSettings
 from m365guard.notify.deliver import MailSender, send_weekly
 from m365guard.notify.messages import weekly_delivery
-from m365guard.reports.weekly import WeeklyInput, WeeklyPaths
+from m365guard.reports.weekly import WeeklyInput
+from m365guard.reports.weekly_files import WeeklyPaths
 
 
 def send_weekly_page(policy: Policy, conn: ConnectionSettings, data: WeeklyInput,

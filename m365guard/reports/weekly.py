@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 
-from m365guard.files import write_text_atomic
 from m365guard.notify.roles import next_step
 from m365guard.records import NIGHT_ORDER, RunRecord
-from m365guard.reports.csvfile import write_csv
 from m365guard.reports.weeks import IsoWeek, local_day
 from m365guard.tables import SEVERITY_RANK
 
@@ -63,16 +60,6 @@ class WeeklyInput:
     def title(self, rule_id: str) -> str:
         """A rule's plain title."""
         return self.rule_titles.get(rule_id, rule_id)
-
-
-@dataclass(frozen=True)
-class WeeklyPaths:
-    """The files one weekly report wrote."""
-
-    summary_csv: Path
-    by_staff_csv: Path
-    detail_csv: Path
-    html: Path
 
 
 def status_at(history: pd.DataFrame, moment: datetime) -> pd.Series:
@@ -248,26 +235,6 @@ def monitoring_nights(data: WeeklyInput) -> pd.DataFrame:
             best = "missed"
         rows.append({"date": day, "outcome": best, "runs": len(outcomes)})
     return pd.DataFrame(rows)
-
-
-def write_weekly_reports(out_dir: Path, data: WeeklyInput) -> WeeklyPaths:
-    """Write weekly-summary-YYYY-Www.csv, weekly-detail-YYYY-Www.csv, weekly-by-staff.csv and
-    weekly-summary.html. The by-staff CSV and the page are the latest week's (stable names to
-    bookmark); the summary and detail CSVs keep one file per week.
-    """
-    from m365guard.reports.weekly_page import weekly_html
-
-    week = data.week
-    detail_name = f"weekly-detail-{week.label}.csv"
-    return WeeklyPaths(
-        summary_csv=write_csv(weekly_summary(data.findings, data.history, week),
-                              out_dir / f"weekly-summary-{week.label}.csv"),
-        by_staff_csv=write_csv(weekly_by_staff(data.findings, data.history, week),
-                               out_dir / "weekly-by-staff.csv"),
-        detail_csv=write_csv(weekly_detail(data), out_dir / detail_name),
-        html=write_text_atomic(out_dir / "weekly-summary.html",
-                               weekly_html(data, detail_name=detail_name)),
-    )
 
 
 def days_label(week: IsoWeek) -> str:

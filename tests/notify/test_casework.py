@@ -22,7 +22,8 @@ from m365guard.notify import breaches, exceptions
 from m365guard.notify import log as notify_log
 from m365guard.notify.nightly import notify_after_run
 from m365guard.reports.audit import build_audit_pack, clause_coverage
-from m365guard.reports.weekly import new_this_week, write_weekly_reports
+from m365guard.reports.weekly import new_this_week
+from m365guard.reports.weekly_files import write_weekly_reports
 from m365guard.reports.weeks import IsoWeek
 from m365guard.rules import RULES
 from m365guard.state import StateDB

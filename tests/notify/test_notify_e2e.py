@@ -22,7 +22,7 @@ from m365guard.notify import log as notify_log
 from m365guard.notify.nightly import notify_after_run
 from m365guard.notify.roles import next_step
 from m365guard.notify.weekly import send_weekly_page
-from m365guard.reports.weekly import write_weekly_reports
+from m365guard.reports.weekly_files import write_weekly_reports
 from m365guard.reports.weeks import IsoWeek
 from m365guard.state import StateDB
 

@@ -18,8 +18,8 @@ from m365guard.reports.weekly import (
     monitoring_nights,
     weekly_summary,
     weekly_trend,
-    write_weekly_reports,
 )
+from m365guard.reports.weekly_files import write_weekly_reports
 from m365guard.reports.weeks import IsoWeek, refuse_future_period, refuse_future_week
 from m365guard.state import StateDB
 
