@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
 from m365guard.rules import run_rules
 from m365guard.state import StateDB
 from m365guard.tables import NO_MAILBOX, READ_IN_FULL
+from m365guard.windows import AUDIT_LOG, MarkKey, next_read_marks, window_start
 from m365guard.writable import os_error_line
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,9 @@ class NightlyOutcome:
     exit_code: ExitCode
 
 
-def collect_window_start(db: StateDB, policy: Policy, now: datetime) -> datetime:
-    """Since the last run that stored results; `first_run_days` back on the first night."""
-    last = db.last_successful_run(include_partial=True)
-    if last is not None and last.window_end is not None:
-        return last.window_end
-    return now - timedelta(days=policy.collect.first_run_days)
-
-
 def _request(policy: Policy, since: datetime, now: datetime, db: StateDB,
-             export: ForwardingExport | None) -> CollectRequest:
+             export: ForwardingExport | None, marks: Mapping[MarkKey, datetime]
+             ) -> CollectRequest:
     people = policy.people
     return CollectRequest(
         since=since,
@@ -88,6 +82,7 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB,
         mailbox_concurrency=policy.collect.max_concurrency,
         mailbox_scope_group=policy.collect.mailbox_scope_group,
         audit_poll_seconds=policy.collect.audit_poll_seconds,
+        read_marks=marks,
     )
 
 
@@ -147,7 +142,9 @@ def run_nightly(
         return to_second(now + timedelta(seconds=time.monotonic() - started))
 
     with StateDB.open(policy.state.path) as db, db.lock():
-        since = collect_window_start(db, policy, now)
+        since = window_start(db.last_successful_run(include_partial=True),
+                             policy.collect.first_run_days, now)
+        marks = db.read_marks()
         log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
         run_id = 0
         committed = False
@@ -162,7 +159,7 @@ def run_nightly(
             with open_session(conn, retry) as session:
                 run_id = db.start_run(since, now, now, granted_permissions=session.granted_roles)
                 log.info("nightly: run %d collecting", run_id)
-                result = collect(session, _request(policy, since, now, db, export),
+                result = collect(session, _request(policy, since, now, db, export, marks),
                                  _stoppable(progress))
             stopping.checkpoint()
             for error in result.errors:
@@ -188,7 +185,9 @@ def run_nightly(
                     log.info("nightly: reports written; committing state")
                     db.record_run(run, ledger.changes, coverage, result.delta_links,
                                   build_inventory(result.collected["rule_forwards"],
-                                                  result.collected["mailbox_forwarding"]))
+                                                  result.collected["mailbox_forwarding"]),
+                                  next_read_marks(marks, since, coverage, result.read_marks,
+                                                  (*policy.collect.folders, AUDIT_LOG)))
                 committed = True
                 log.info("nightly: state committed")
                 reports.publish()

@@ -194,6 +194,21 @@ _MIGRATIONS: tuple[str, ...] = (
         note TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 5: where each stream was last read in full (windows.py), and facts about the file itself
+    # (the tenant it belongs to: preflight.py)
+    """
+    CREATE TABLE read_marks (
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        read_until TEXT NOT NULL,
+        run_id INTEGER,
+        PRIMARY KEY (mailbox, kind)
+    );
+    CREATE TABLE state_facts (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -356,6 +371,7 @@ class StateDB(StoreReads):
         coverage_df: pd.DataFrame,
         delta_links: Mapping[tuple[str, str], str],
         inventory_df: pd.DataFrame,
+        read_marks: Mapping[tuple[str, str], datetime] | None = None,
     ) -> None:
         """Write everything a run produced; the run's row gets its final outcome and counts.
 
@@ -388,6 +404,13 @@ class StateDB(StoreReads):
             " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(run.run_id, r["kind"], r["mailbox"], r["object_id"], r["target"],
               int(bool(r["is_enabled"])), r["detail"]) for r in records(inventory)],
+        )
+        self._conn.executemany(
+            "INSERT INTO read_marks (mailbox, kind, read_until, run_id) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (mailbox, kind) DO UPDATE SET read_until = excluded.read_until,"
+            " run_id = excluded.run_id",
+            [(mailbox, kind, iso(until), run.run_id)
+             for (mailbox, kind), until in (read_marks or {}).items()],
         )
         self.write_findings(changes, run.run_id)
         self._conn.execute(

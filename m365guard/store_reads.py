@@ -91,6 +91,12 @@ class StoreReads:
         rows = self._conn.execute("SELECT mailbox, folder, link FROM delta_links").fetchall()
         return {(row["mailbox"], row["folder"]): row["link"] for row in rows}
 
+    def read_marks(self) -> dict[tuple[str, str], datetime]:
+        """Where each stream was last read in full, by (mailbox upn lowercased or "", kind)."""
+        rows = self._conn.execute("SELECT mailbox, kind, read_until FROM read_marks").fetchall()
+        return {(row["mailbox"], row["kind"]): datetime.fromisoformat(row["read_until"])
+                for row in rows}
+
     # -- reading ------------------------------------------------------------------------------
 
     def findings(
