@@ -79,6 +79,8 @@ class BatchScheduler:
         self.mailbox_concurrency = mailbox_concurrency
         # each mail $batch's (messages, recipients) tables, as decoded (see mail_replies)
         self.mail: list[tuple[pa.Table, pa.Table]] = []
+        # where each decoded mail batch goes: kept in `mail`, or a sink.MailSpool's disk
+        self.on_mail: Callable[[tuple[pa.Table, pa.Table]], None] = self.mail.append
         self.ready: deque[Stream] = deque()
 
     def add(self, stream: Stream) -> None:
@@ -156,5 +158,5 @@ class BatchScheduler:
                 self.decoder, wire.parse_mail_batch, response.content)
         replies, messages, recipients = mail_replies(
             response, [stream.number for stream in picked], parsed)
-        self.mail.append((messages, recipients))
+        self.on_mail((messages, recipients))
         return replies

@@ -25,6 +25,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -36,7 +37,8 @@ from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.directory import DirectoryReader
 from m365guard.graph.mailboxes import MailboxStreams, ProgressSink, is_guest, mark_key
 from m365guard.graph.pages import frame, mail_tables
-from m365guard.graph.sink import RowSink
+from m365guard.graph.sink import MailSpool, RowSink
+from m365guard.shards import MailShards, shard_count
 
 __all__ = ["CollectRequest", "CollectResult", "GraphSession", "collect", "open_session"]
 
@@ -77,6 +79,11 @@ class CollectRequest:
     # kind: the folder name, "messageRules", "chats", "auditLog"): a stream reads from its own
     # mark (a failed night's mail is read the next night), `since` when it has none
     read_marks: Mapping[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    # where to write the night's mail as it is read, in shards (m365guard/shards.py): the
+    # collected messages and recipients tables are then empty and CollectResult.mail names
+    # the shards; None keeps them in memory
+    mail_dir: Path | None = None
+    mail_shards: int | None = None  # how many; None: shards.shard_count of the mailboxes
 
 
 @dataclass
@@ -94,6 +101,7 @@ class CollectResult:
     round_trips: dict[tuple[str, str], int] = field(default_factory=dict)
     # `until` for each stream read in full tonight (keys as CollectRequest.read_marks)
     read_marks: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    mail: MailShards | None = None  # the night's mail on disk (CollectRequest.mail_dir)
 
 
 class _Night:
@@ -110,6 +118,7 @@ class _Night:
             session, decoder, max_batches_in_flight=request.max_batches_in_flight,
             mailbox_concurrency=request.mailbox_concurrency)
         self.streams.spawn = self.scheduler.add
+        self.spool: MailSpool | None = None
         self.audit = AuditReader(session, self.sink, self.directory,
                                  poll_seconds=request.audit_poll_seconds,
                                  timeout_seconds=request.audit_timeout_seconds)
@@ -131,6 +140,10 @@ class _Night:
             scope = (scope_group, {row[2] for row in self.sink.rows["group_members"]
                                    if row[1] == scope_group})
         mailboxes = streams.asked_tonight(everyone, request.without_mailbox, now, kinds, scope)
+        if request.mail_dir is not None:
+            self.spool = MailSpool(MailShards.prepare(request.mail_dir),
+                                   request.mail_shards or shard_count(len(mailboxes)))
+            self.scheduler.on_mail = self.spool.append
         # kind by kind: a $batch holds mail only or no mail (see batch.py), so few are part-full
         todo = [streams.mail_stream(upn, user_id, folder, self.window_start(upn, folder))
                 for upn, user_id in mailboxes for folder in request.folders]
@@ -174,12 +187,32 @@ class _Night:
             sink.cover("", "forwardingExport", "ok", "", len(export.rows))
         frames = {name: frame(name, rows) for name, rows in sink.rows.items()
                   if name not in MAIL_TABLES}
-        batches, self.scheduler.mail = self.scheduler.mail, []
-        frames["messages"], frames["recipients"] = mail_tables(
-            batches, self.streams.read_in_full, self.streams.skip)
+        if self.spool is None:
+            batches, self.scheduler.mail = self.scheduler.mail, []
+            frames["messages"], frames["recipients"] = mail_tables(
+                batches, self.streams.read_in_full, self.streams.skip)
         frames["chats"] = frames["chats"].drop_duplicates("chat_id", ignore_index=True)
         frames["chat_members"] = frames["chat_members"].drop_duplicates(ignore_index=True)
         return frames
+
+    def mail_shards(self) -> MailShards | None:
+        """The spooled mail as the night's shards: each shard's rows as `tables` keeps them
+        (streams read in full, delta repeats dropped), one shard in memory at a time."""
+        spool = self.spool
+        if spool is None:
+            return None
+        spool.close()
+        counts = [0, 0]
+        for number in range(spool.count):
+            messages, recipients = mail_tables(spool.batches(number),
+                                               self.streams.read_in_full, self.streams.skip)
+            MailShards(spool.directory, spool.count, 0, 0).write_shard(
+                number, messages, recipients)
+            spool.remove(number)
+            counts[0], counts[1] = counts[0] + len(messages), counts[1] + len(recipients)
+        shards = MailShards(spool.directory, spool.count, *counts)
+        shards.write_manifest()
+        return shards
 
 
 def collect(session: GraphSession, request: CollectRequest,
@@ -192,6 +225,7 @@ def collect(session: GraphSession, request: CollectRequest,
         night = _Night(session, request, progress, decoder)
         session.run(night.run())
         frames = night.tables()
+        mail = night.mail_shards()
     return CollectResult(
         collected=tables.Collected(**frames),
         delta_links=night.streams.delta_links,
@@ -201,4 +235,5 @@ def collect(session: GraphSession, request: CollectRequest,
         skipped=night.sink.skipped,
         round_trips=night.streams.round_trips,
         read_marks=night.read_marks(),
+        mail=mail,
     )
