@@ -210,6 +210,15 @@ class OutputSection(_Section):
     log_file: Path | None = None
 
 
+def _notice_placeholders(text: str) -> str:
+    try:
+        text.format(rules="", school="", contact="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"may only name {{rules}}, {{school}} and {{contact}} (found {exc});"
+                         " write {{ and }} for a brace") from None
+    return text
+
+
 class EnforceSection(_Section):
     """[enforce]: changes to the tenant (disabling inbox rules). Off unless enabled.
 
@@ -226,6 +235,17 @@ class EnforceSection(_Section):
     # A folder written by jobs/windows/export-exchange.ps1 and how old it may be
     exchange_export: Path | None = None
     exchange_export_max_age_days: StrictInt = Field(default=8, ge=1, le=90)
+    # Tell each member of staff before their mailbox is changed (enforce/notice.py), from the
+    # [notify] sender; the text may name {rules}, {school} and {contact}
+    staff_notice: StrictBool = False
+    staff_notice_subject: StrictStr = "A change to your school mailbox"
+    staff_notice_text: Annotated[StrictStr, AfterValidator(_notice_placeholders)] = (
+        "The school's IT team is about to turn off these inbox rules in your mailbox: {rules}."
+        "\n\nThey send school mail outside the school automatically, which the staff"
+        " Acceptable Use Policy does not allow (school mail is only sent to intended"
+        " recipients). Nothing else in your mailbox changes, and the change can be undone."
+        "\n\nIf you need mail to reach you elsewhere, or think this is a mistake, please"
+        " reply to {contact}.\n\n{school}")
 
 
 class NotifySection(_Section):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -61,11 +61,21 @@ def check_approval(plan: Plan, approved_by: str | None) -> str:
 
 
 def apply_plan(conn: sqlite3.Connection, plan: Plan, rules: Rules, *, approved_by: str,
-               yes: bool, clock: Clock) -> list[Outcome]:
-    """Every action of an approved plan, or (without yes) what each would do."""
+               yes: bool, clock: Clock, held: Mapping[str, str] | None = None) -> list[Outcome]:
+    """Every action of an approved plan, or (without yes) what each would do. `held`: the
+    mailboxes whose owner could not be told first (enforce/notice.py), and why."""
     journal.recorded_plan(conn, plan)
     approver = check_approval(plan, approved_by)
-    return [_one(conn, plan, action, rules, approver, yes, clock) for action in plan.actions]
+    return [_held(action, (held or {})[action.mailbox])
+            if action.kind == "disable_inbox_rule" and action.mailbox in (held or {})
+            else _one(conn, plan, action, rules, approver, yes, clock)
+            for action in plan.actions]
+
+
+def _held(action: Action, why: str) -> Outcome:
+    return Outcome(action.action_id, "failed",
+                   f"{action.action_id}: not changed: the notice to {action.mailbox} could not"
+                   f" be sent ({why}); run again")
 
 
 def _one(conn: sqlite3.Connection, plan: Plan, action: Action, rules: Rules, approver: str,

@@ -14,6 +14,7 @@ from pathlib import Path
 from m365guard.config import Policy, load_policy
 from m365guard.enforce import journal
 from m365guard.enforce.apply import apply_plan, check_approval
+from m365guard.enforce.notice import send_notices
 from m365guard.enforce.plan import printable, read_plan, summary_text
 from m365guard.enforce.planner import build_plan, select_findings
 from m365guard.enforce.settings import require_enabled, write_connection
@@ -22,6 +23,7 @@ from m365guard.errors import ExitCode, GuardError
 from m365guard.files import ensure_private_dir, write_bytes_atomic, write_text_atomic
 from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.rule_write import WRITE_PERMISSION, RuleClient
+from m365guard.graph.sendmail import OutgoingMail, send_mail
 from m365guard.graph.settings import resolve_connection
 from m365guard.logs import setup_logging
 from m365guard.state import StateDB
@@ -36,6 +38,9 @@ def _now() -> datetime:
 def _policy(config: Path, verbose: bool) -> Policy:
     policy = load_policy(config)
     require_enabled(policy)
+    if policy.enforce.staff_notice and policy.notify.sender is None:
+        raise GuardError("[enforce] staff_notice needs [notify] sender, the school mailbox the"
+                         " notice comes from", ExitCode.CONFIG_ERROR)
     setup_logging(policy.output.dir / "m365guard.log", verbose=verbose)
     return policy
 
@@ -81,11 +86,19 @@ def apply(config: Path, plan_file: Path, *, approved_by: str | None, yes: bool,
     with StateDB.open(policy.state.path) as db, db.lock():
         store = journal.connect(policy.state.path)
         try:
+            held: dict[str, str] = {}
+            if yes and policy.enforce.staff_notice:  # the notice goes before the change
+                journal.recorded_plan(store, made)
+                with open_session(resolve_connection(policy.tenant, os.environ)) as mailer:
+                    def send(mail: OutgoingMail) -> None:
+                        send_mail(mailer, mail)
+
+                    held = send_notices(store, policy, made, send, by=approver, now=_now())
             with open_session(write_connection(policy, os.environ)) as session:
                 if yes and any(a.kind == "disable_inbox_rule" for a in made.actions):
                     _require_write(session)
                 outcomes = apply_plan(store, made, RuleClient(session), approved_by=approver,
-                                      yes=yes, clock=_now)
+                                      yes=yes, clock=_now, held=held)
         finally:
             store.close()
     lines = [printable(outcome.line) for outcome in outcomes]

@@ -163,6 +163,23 @@ def note(conn: sqlite3.Connection, action: JournalAction, event: str, *, by: str
             (action.action_id, action.plan_id, iso(now), event, by, _json(after), detail))
 
 
+def plan_event(conn: sqlite3.Connection, action: Action, event: str, *, by: str,
+               now: datetime, detail: str = "") -> None:
+    """An event about a planned action before it is carried out (the staff notice)."""
+    with _transaction(conn):
+        conn.execute(
+            "INSERT INTO enforcement_events (action_id, plan_id, at, event, by, before, after,"
+            " detail) VALUES (?, ?, ?, ?, ?, 'null', 'null', ?)",
+            (action.action_id, action.action_id.rsplit("-", 1)[0], iso(now), event, by,
+             detail))
+
+
+def has_event(conn: sqlite3.Connection, action_id: str, event: str) -> bool:
+    """Has this event been journalled for the action?"""
+    return conn.execute("SELECT 1 FROM enforcement_events WHERE action_id = ? AND event = ?"
+                        " LIMIT 1", (action_id, event)).fetchone() is not None
+
+
 def events(conn: sqlite3.Connection, start: datetime | None = None,
            end: datetime | None = None) -> list[dict[str, Any]]:
     """Every journal event in [start, end), oldest first, with its plan's author."""
