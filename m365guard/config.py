@@ -199,6 +199,9 @@ class StateSection(_Section):
 
     path: Path = Field(default_factory=_default_state_path)
     retention_days: StrictInt = Field(default=400, ge=1)
+    # a clock further than this past the last run's window end is refused (a bad RTC, faketime);
+    # 60 days leave room for a server switched off over the summer holiday (about six weeks)
+    max_gap_days: StrictInt = Field(default=60, ge=1, le=3650)
 
 
 class OutputSection(_Section):

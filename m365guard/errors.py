@@ -22,6 +22,9 @@ class ExitCode(IntEnum):
     ALREADY_RUNNING = 5  # another run holds the lock
     CONFIG_ERROR = 6  # policies.toml or a setting is invalid
     INPUT_FILE_ERROR = 7  # a roster, export or tenant file cannot be used
+    # the state file cannot be trusted: empty, damaged or missing tables, another tenant's; or
+    # the clock disagrees with it (earlier than the last run, or far ahead of it)
+    STATE_REFUSED = 8
     UNKNOWN_TENANT = 10  # the tenant id / authority is not known to Entra ID
     CLIENT_REJECTED = 11  # unknown client id or wrong client secret
     CERTIFICATE_ERROR = 12  # certificate unreadable, wrong password, expired or not registered

@@ -36,7 +36,13 @@ from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
 from m365guard.rules import run_rules
 from m365guard.state import StateDB
 from m365guard.tables import NO_MAILBOX, READ_IN_FULL
-from m365guard.windows import AUDIT_LOG, MarkKey, next_read_marks, window_start
+from m365guard.windows import (
+    AUDIT_LOG,
+    MarkKey,
+    check_clock,
+    next_read_marks,
+    window_start,
+)
 from m365guard.writable import os_error_line
 
 log = logging.getLogger(__name__)
@@ -142,8 +148,9 @@ def run_nightly(
         return to_second(now + timedelta(seconds=time.monotonic() - started))
 
     with StateDB.open(policy.state.path) as db, db.lock():
-        since = window_start(db.last_successful_run(include_partial=True),
-                             policy.collect.first_run_days, now)
+        last = db.last_successful_run(include_partial=True)
+        check_clock(last.window_end if last else None, now, policy.state.max_gap_days)
+        since = window_start(last, policy.collect.first_run_days, now)
         marks = db.read_marks()
         log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
         run_id = 0

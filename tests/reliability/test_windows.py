@@ -1,4 +1,4 @@
-"""Windows: each stream reads from its own "read up to" mark.
+"""Windows: each stream reads from its own "read up to" mark; the clock never moves them back.
 
 The tiny tenant (tests/data/tiny-tenant.json) is served by an emulator per test, its clock
 moved night by night with `run_nightly(now=...)`. A message is planted in Jane Smith's sent
@@ -24,7 +24,8 @@ from m365guard.demo import connection_for
 from m365guard.emulator.faults import FaultConfig
 from m365guard.emulator.server import RunningEmulator, start_in_thread
 from m365guard.emulator.state import Tenant
-from m365guard.errors import ExitCode
+from m365guard.errors import ExitCode, GuardError
+from m365guard.ledger import acknowledge
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.state import StateDB
 
@@ -154,3 +155,49 @@ def test_a_resync_after_a_failed_night_starts_from_the_streams_own_mark(
         # hers (the planted one and the tiny tenant's "Tomorrow's message", both sent in the
         # failed night) and nobody else's: everyone else resynced from their own mark
         assert third.run.counts["messages"] == 2
+
+
+def test_a_clock_behind_or_far_ahead_of_the_last_run_is_refused_before_graph(
+        tiny: dict[str, Any], tmp_path: Path, emu_workdir: Path) -> None:
+    for school in serve(tiny, tmp_path / "site", emu_workdir):
+        start = school.start
+        first = school.night(start)
+        assert first.run.outcome == "complete" and len(first.update.new) >= 2
+        requests = school.emulator.stats.total
+        for now, words in ((start - timedelta(hours=1), "earlier than"),
+                           (start + timedelta(days=61), "days after")):
+            with pytest.raises(GuardError) as refused:
+                school.night(now)
+            assert refused.value.exit_code == ExitCode.STATE_REFUSED
+            message = refused.value.message
+            assert words in message and "\n" not in message, message
+            assert "clock" in message and start.date().isoformat() in message
+        assert school.emulator.stats.total == requests, "Graph was contacted"
+        with StateDB.open(school.db) as db:
+            assert [run.outcome for run in db.runs_between(start - timedelta(days=9),
+                                                           start + timedelta(days=999))] \
+                == ["complete"]
+            assert len(db.findings()) == len(first.update.new)
+        # a long gap that is real: raise [state] max_gap_days for one run
+        policy = school.root / "policies.toml"
+        policy.write_text(POLICY.replace("[state]\n", "[state]\nmax_gap_days = 90\n"))
+        later = school.night(start + timedelta(days=61))
+        assert later.run.outcome == "complete"
+        assert later.run.window_start == start  # windows never leave a gap or move back
+
+
+def test_a_clock_years_ahead_never_prunes_the_history(
+        tiny: dict[str, Any], tmp_path: Path, emu_workdir: Path) -> None:
+    for school in serve(tiny, tmp_path / "site", emu_workdir):
+        first = school.night(school.start)
+        message = first.update.new[first.update.new["object_type"] == "message"].iloc[0]
+        with StateDB.open(school.db) as db, db.transaction():  # the DSL dealt with it
+            known = db.findings(ids=[message["finding_id"]]).to_dict("records")[0]
+            db.write_findings(acknowledge(known, "dsl", "spoken to", school.start))
+        with pytest.raises(GuardError) as refused:  # 800 days on: past the 400-day retention
+            school.night(school.start + timedelta(days=800))
+        assert refused.value.exit_code == ExitCode.STATE_REFUSED
+        with StateDB.open(school.db) as db:
+            kept = db.findings(ids=[message["finding_id"]])
+            assert list(kept["status"]) == ["acknowledged"]
+            assert len(db.findings()) == len(first.update.new)
