@@ -47,7 +47,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "messages": {
         "mailbox_id": STR,
         "mailbox": STR,  # the mailbox owner's UPN
-        "folder": STR,  # "sentitems" | "inbox"
+        "folder": STR,  # "sentitems" | "inbox" (received mail, in whatever folder it was filed)
         "message_id": STR,
         "internet_message_id": STR,
         "subject": STR,

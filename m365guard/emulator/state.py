@@ -25,6 +25,14 @@ from m365guard.errors import ExitCode, GuardError
 Json = dict[str, Any]
 
 FOLDER_DATE_FIELD = {"sentitems": "sentDateTime", "inbox": "receivedDateTime"}
+# The folders directly under the root of every mailbox, as user-list-mailfolders.md's first
+# example lists them (well-known name, displayName); a tenant document stores each one's
+# messages under its well-known name, and further folders under "folders"
+WELL_KNOWN_FOLDERS = (
+    ("archive", "Archive"), ("conversationhistory", "Conversation History"),
+    ("deleteditems", "Deleted Items"), ("drafts", "Drafts"), ("inbox", "Inbox"),
+    ("junkemail", "Junk Email"), ("outbox", "Outbox"), ("sentitems", "Sent Items"))
+ROOT_FOLDER = "msgfolderroot"
 MESSAGE_DATE_FIELDS = (
     "sentDateTime", "receivedDateTime", "createdDateTime", "lastModifiedDateTime")
 DELTA_TOKEN_LIFETIME = timedelta(days=30)
@@ -76,33 +84,46 @@ class Message:
     dates: dict[str, float]
     visible_at: float
     deleted_at: float | None
+    folder_window: Window  # a message exists only while its folder does
     # this message's JSON per $select, serialised once (messages never change once loaded;
     # re-serialising each page was most of the emulator's CPU): see handlers.message_json
-    rendered: dict[tuple[str, ...] | None, orjson.Fragment] = field(default_factory=dict)
+    rendered: dict[tuple[bool, tuple[str, ...] | None], orjson.Fragment] = field(
+        default_factory=dict)
 
     @property
     def id(self) -> str:
         return str(self.data["id"])
 
     def visible(self, now: float) -> bool:
-        return self.visible_at <= now and (self.deleted_at is None or now < self.deleted_at)
+        return (self.visible_at <= now and (self.deleted_at is None or now < self.deleted_at)
+                and self.folder_window.contains(now))
+
+
+ALWAYS = Window(None, None)
 
 
 class Folder:
-    """A mail folder: messages kept sorted by each date property, for bisecting pages."""
+    """A mail folder: messages kept sorted by each date property, for bisecting pages. `name`
+    is its well-known name (user-list-mailfolders.md), or its id for a folder a user or a rule
+    made; such a folder may exist only for a window (x-visibleFrom/x-visibleUntil: made
+    tonight, deleted with its mail)."""
 
-    def __init__(self, folder_id: str, name: str, messages: Sequence[Json]) -> None:
+    def __init__(self, folder_id: str, name: str, messages: Sequence[Json], *,
+                 display_name: str = "", parent_id: str = "",
+                 window: Window = ALWAYS) -> None:
         self.id = folder_id
         self.name = name
+        self.display_name = display_name or dict(WELL_KNOWN_FOLDERS).get(name, name)
+        self.parent_id = parent_id
+        self.window = window
         visibility_field = FOLDER_DATE_FIELD.get(name, "receivedDateTime")
         self.messages: list[Message] = []
         for raw in messages:
             dates = {k: v for k in MESSAGE_DATE_FIELDS if (v := _epoch(raw, k)) is not None}
             data = public(raw)
-            data.setdefault("parentFolderId", folder_id)
-            self.messages.append(
-                Message(data, dates, dates.get(visibility_field, 0.0), _epoch(raw, "x-deletedAt"))
-            )
+            data["parentFolderId"] = folder_id
+            self.messages.append(Message(data, dates, dates.get(visibility_field, 0.0),
+                                         _epoch(raw, "x-deletedAt"), window))
         self.by_id = {message.id: message for message in self.messages}
         self._orders: dict[str, tuple[list[float], list[Message]]] = {}
 
@@ -126,16 +147,52 @@ class Mailbox:
     """A user's Exchange mailbox: folders, inbox rules and settings."""
 
     user_id: str
-    folders: dict[str, Folder]
+    folders: dict[str, Folder]  # by well-known name, or by id
     rules: list[tuple[Window, Json]]
     settings: Json
+    _everything: dict[str, tuple[list[float], list[Message]]] = field(default_factory=dict)
 
-    def folder(self, name_or_id: str) -> Folder | None:
-        """Well-known names are case-insensitive (as in Graph); ids are exact."""
-        by_name = self.folders.get(name_or_id.lower())
-        if by_name is not None:
-            return by_name
-        return next((f for f in self.folders.values() if f.id == name_or_id), None)
+    def folder(self, name_or_id: str, now: float | None = None) -> Folder | None:
+        """Well-known names are case-insensitive (as in Graph); ids are exact. With `now`,
+        only a folder that exists then."""
+        found = self.folders.get(name_or_id.lower()) or self.folders.get(name_or_id) or next(
+            (f for f in self.folders.values() if f.id == name_or_id), None)
+        if found is None or (now is not None and not found.window.contains(now)):
+            return None
+        return found
+
+    def children(self, parent_id: str, now: float) -> list[Folder]:
+        """The folders directly under a folder (the root: its id), that exist at `now`."""
+        return [f for f in self.folders.values()
+                if f.parent_id == parent_id and f.window.contains(now)]
+
+    def order(self, date_field: str) -> tuple[list[float], list[Message]]:
+        """Every folder's messages sorted by date_field, as `GET /users/{id}/messages` lists
+        them (user-list-messages.md: the whole mailbox, Deleted Items included)."""
+        if date_field not in self._everything:
+            ranked = sorted((m for f in self.folders.values() for m in f.messages),
+                            key=lambda m: (m.dates.get(date_field, 0.0), m.id))
+            self._everything[date_field] = ([m.dates.get(date_field, 0.0) for m in ranked],
+                                            ranked)
+        return self._everything[date_field]
+
+
+def mailbox_folders(user_id: str, box: Mapping[str, Any]) -> dict[str, Folder]:
+    """A mailbox's folders from its tenant document entry: the well-known ones (each always
+    there, its messages under its well-known name) and `folders`, each
+    `{"id", "displayName", "parentFolderId" (a well-known name or a folder id), "messages",
+    "x-visibleFrom", "x-visibleUntil"}`."""
+    root = folder_id_for(user_id, ROOT_FOLDER)
+    folders = {name: Folder(folder_id_for(user_id, name), name, box.get(name, []),
+                            parent_id=root) for name, _ in WELL_KNOWN_FOLDERS}
+    for entry in box.get("folders", []):
+        parent = str(entry.get("parentFolderId") or ROOT_FOLDER)
+        parent = folders[parent].id if parent in folders else (
+            root if parent == ROOT_FOLDER else parent)
+        folders[entry["id"]] = Folder(entry["id"], entry["id"], entry.get("messages", []),
+                                      display_name=entry.get("displayName", ""),
+                                      parent_id=parent, window=Window.of(entry))
+    return folders
 
 
 @dataclass
@@ -190,10 +247,7 @@ class Tenant:
         self.education_users: list[Json] = [public(e) for e in doc.get("educationUsers", [])]
         self.mailboxes: dict[str, Mailbox] = {}
         for user_id, box in doc.get("mailboxes", {}).items():
-            folders = {
-                name: Folder(folder_id_for(user_id, name), name, box.get(name, []))
-                for name in ("inbox", "sentitems")
-            }
+            folders = mailbox_folders(user_id, box)
             rules = [(Window.of(r), public(r)) for r in box.get("messageRules", [])]
             settings = box.get("mailboxSettings", {})
             self.mailboxes[user_id] = Mailbox(user_id, folders, rules, settings)
@@ -249,8 +303,16 @@ class Tenant:
         groups = [{**g, "x-members": self.group_members[g["id"]]} for g in self.groups]
         mailboxes: Json = {}
         for user_id, box in self.mailboxes.items():
+            well_known = dict(WELL_KNOWN_FOLDERS)
             entry: Json = {name: [_with_bookkeeping(m) for m in f.messages]
-                           for name, f in box.folders.items()}
+                           for name, f in box.folders.items()
+                           if name in well_known and (f.messages or name in FOLDER_DATE_FIELD)}
+            made = [{"id": f.id, "displayName": f.display_name, "parentFolderId": f.parent_id,
+                     **_window_keys(f.window),
+                     "messages": [_with_bookkeeping(m) for m in f.messages]}
+                    for name, f in box.folders.items() if name not in well_known]
+            if made:
+                entry["folders"] = made
             entry["messageRules"] = [{**r, **_window_keys(w)} for w, r in box.rules]
             entry["mailboxSettings"] = box.settings
             mailboxes[user_id] = entry
@@ -327,9 +389,8 @@ class Tenant:
             return None
         mailbox = self.mailboxes.get(user_id)
         if mailbox is None:  # a mailbox with no mail yet: its folders are made once
-            empty = {name: Folder(folder_id_for(user_id, name), name, [])
-                     for name in FOLDER_DATE_FIELD}
-            mailbox = self.mailboxes.setdefault(user_id, Mailbox(user_id, empty, [], {}))
+            mailbox = self.mailboxes.setdefault(
+                user_id, Mailbox(user_id, mailbox_folders(user_id, {}), [], {}))
         return mailbox
 
     def message_rules(self, mailbox: Mailbox) -> list[Json]:

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pandas as pd
 
 from m365guard import tables
+from m365guard.emulator.state import WELL_KNOWN_FOLDERS
 
 Json = dict[str, Any]
 FORWARD_ACTIONS = ("forwardTo", "redirectTo", "forwardAsAttachmentTo")
@@ -120,29 +121,27 @@ def _messages(tenant: Json, with_mailbox: Iterable[str], upn_of: dict[str, str],
     mailboxes = tenant.get("mailboxes", {})
     kinds = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
     for user_id in with_mailbox:
-        box = mailboxes.get(user_id, {})
-        for folder, date_field in (("sentitems", "sentDateTime"), ("inbox", "receivedDateTime")):
-            for m in box.get(folder, []):
-                address, name = _address(m.get("from"))
-                columns["mailbox_id"].append(user_id)
-                columns["mailbox"].append(upn_of[user_id])
-                columns["folder"].append(folder)
-                columns["message_id"].append(m["id"])
-                columns["internet_message_id"].append(m.get("internetMessageId") or "")
-                columns["subject"].append(m.get("subject") or "")
-                columns["sent_at"].append(m.get("sentDateTime"))
-                columns["from_address"].append(address)
-                columns["from_name"].append(name)
-                columns["has_attachments"].append(bool(m.get("hasAttachments")))
-                dated.append(m[date_field])
-                deleted.append(m.get("x-deletedAt"))
-                for key, kind in kinds:
-                    for recipient in m.get(key) or []:
-                        r_address, r_name = _address(recipient)
-                        rec["message_id"].append(m["id"])
-                        rec["kind"].append(kind)
-                        rec["address"].append(r_address)
-                        rec["name"].append(r_name)
+        for folder, date_field, m in _mail(mailboxes.get(user_id, {}), now):
+            address, name = _address(m.get("from"))
+            columns["mailbox_id"].append(user_id)
+            columns["mailbox"].append(upn_of[user_id])
+            columns["folder"].append(folder)
+            columns["message_id"].append(m["id"])
+            columns["internet_message_id"].append(m.get("internetMessageId") or "")
+            columns["subject"].append(m.get("subject") or "")
+            columns["sent_at"].append(m.get("sentDateTime"))
+            columns["from_address"].append(address)
+            columns["from_name"].append(name)
+            columns["has_attachments"].append(bool(m.get("hasAttachments")))
+            dated.append(m[date_field])
+            deleted.append(m.get("x-deletedAt"))
+            for key, kind in kinds:
+                for recipient in m.get(key) or []:
+                    r_address, r_name = _address(recipient)
+                    rec["message_id"].append(m["id"])
+                    rec["kind"].append(kind)
+                    rec["address"].append(r_address)
+                    rec["name"].append(r_name)
     messages = _frame("messages", columns)
     when = pd.to_datetime(pd.Series(dated, dtype="string"), utc=True, format="ISO8601")
     gone = pd.to_datetime(pd.Series(deleted, dtype="string"), utc=True, format="ISO8601")
@@ -153,6 +152,23 @@ def _messages(tenant: Json, with_mailbox: Iterable[str], upn_of: dict[str, str],
     recipients = _frame("recipients", rec)
     recipients = recipients[recipients["message_id"].isin(messages["message_id"])]
     return messages, recipients.reset_index(drop=True)
+
+
+def _mail(box: Json, now: datetime) -> Iterable[tuple[str, str, Json]]:
+    """(folder label, the date that dates it, message) for every stored message but drafts:
+    Sent Items' by sentDateTime, every other folder's (well-known or made by a user or a rule,
+    while it exists at `now`) by receivedDateTime as received mail, labelled "inbox"."""
+    for name, _ in WELL_KNOWN_FOLDERS:
+        if name == "drafts":
+            continue
+        sent = name == "sentitems"
+        for message in box.get(name, []):
+            yield ("sentitems" if sent else "inbox",
+                   "sentDateTime" if sent else "receivedDateTime", message)
+    for folder in box.get("folders", []):
+        if _visible(folder, now):
+            for message in folder.get("messages", []):
+                yield "inbox", "receivedDateTime", message
 
 
 def _rule_forwards(mailboxes: Json, with_mailbox: Iterable[str], upn_of: dict[str, str],

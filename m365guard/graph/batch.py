@@ -62,6 +62,10 @@ class Stream:
     # stopped at FILTERED_DELTA_CAP; its pages end without a deltaLink
     listing: bool = False
     since: dt.datetime | None = None  # the window start a mail stream's filter uses
+    # a received-mail listing (GET /users/{id}/messages): the id of the mailbox's Sent Items,
+    # whose messages it leaves to the sentitems delta ("" when it listed nothing)
+    exclude_folder: str = ""
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # its items left out, so far
 
     def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}

@@ -359,7 +359,7 @@ def mail_replies(response: httpx.Response, streams: Sequence[int], parsed: pa.Ta
     count = len(streams)
     replies: list[BatchReply | None] = [None] * count
     batch = wire.mail_batch(parsed) if response.status_code == 200 and parsed else None
-    dropped: dict[str, list[str]] = {}
+    dropped: dict[str, list[tuple[str, str]]] = {}
     if batch is None or any(status != 200 for status in batch.statuses):
         # an error, or pages not in Graph's schema: read raw, the pages one by one if need be
         replies = list(batch_replies(response, count))

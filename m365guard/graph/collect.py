@@ -35,7 +35,13 @@ from m365guard.graph.audit import AuditReader
 from m365guard.graph.batch import BatchScheduler
 from m365guard.graph.client import GraphSession, open_session
 from m365guard.graph.directory import DirectoryReader
-from m365guard.graph.mailboxes import MailboxStreams, ProgressSink, is_guest, mark_key
+from m365guard.graph.mailboxes import (
+    RECEIVED,
+    MailboxStreams,
+    ProgressSink,
+    is_guest,
+    mark_key,
+)
 from m365guard.graph.pages import frame, mail_tables
 from m365guard.graph.sink import MailSpool, RowSink
 from m365guard.shards import MailShards, shard_count
@@ -54,6 +60,7 @@ class CollectRequest:
     # users found without an Exchange mailbox, and when: not asked again for a week
     # (mailboxes.NO_MAILBOX_RECHECK), then asked for their mail since that check
     without_mailbox: Mapping[str, dt.datetime] = field(default_factory=dict)
+    # "sentitems": that folder's delta; "inbox": received mail in every folder (mailboxes.py)
     folders: tuple[str, ...] = ("sentitems", "inbox")
     group_names: tuple[str, ...] = ()
     # the group whose members' mailboxes the app is scoped to read (Exchange RBAC for
@@ -145,7 +152,9 @@ class _Night:
                                    request.mail_shards or shard_count(len(mailboxes)))
             self.scheduler.on_mail = self.spool.append
         # kind by kind: a $batch holds mail only or no mail (see batch.py), so few are part-full
-        todo = [streams.mail_stream(upn, user_id, folder, self.window_start(upn, folder))
+        todo = [streams.received_stream(upn, user_id, self.window_start(upn, folder), now)
+                if folder == RECEIVED else
+                streams.mail_stream(upn, user_id, folder, self.window_start(upn, folder))
                 for upn, user_id in mailboxes for folder in request.folders]
         if request.include_rules:
             todo.extend(streams.rules_stream(upn, user_id) for upn, user_id in mailboxes)

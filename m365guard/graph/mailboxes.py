@@ -1,10 +1,13 @@
 """The per-mailbox streams: what each one GETs first and what each reply does to it.
 
-Mail is a delta round per folder (nextLinks through empty pages, ending only at the
+Sent mail is a delta round on Sent Items (nextLinks through empty pages, ending only at the
 deltaLink; an expired link, 410 / syncStateNotFound, restarts the folder from the window
-start), inbox rules and chats are plain paged lists. Throttled items wait for their own
-Retry-After (fractions too); a mailbox that fails is recorded in coverage and the run goes on.
-Only the fields the rules need are selected, never a body.
+start). Received mail is one listing of the whole mailbox's window (`GET /users/{id}/messages`,
+every folder a rule or a person filed it in, Junk Email and Deleted Items too), leaving out
+drafts and the Sent Items copies (that folder's id is asked once the listing holds mail);
+docs/graph-access.md says why. Inbox rules and chats are plain paged lists. Throttled items
+wait for their own Retry-After (fractions too); a mailbox that fails is recorded in coverage
+and the run goes on. Only the fields the rules need are selected, never a body.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ MESSAGE_FIELDS = (
     "id", "internetMessageId", "subject", "sentDateTime",
     "from", "toRecipients", "ccRecipients", "bccRecipients", "hasAttachments",
 )
+# what a received-mail listing adds: which folder holds a message, and whether it is a draft
+FOLDER_FIELDS = ("parentFolderId", "isDraft")
+RECEIVED = "inbox"  # the kind of the received-mail listing: mail in any folder but Sent Items
+SENT_FOLDER = "sentFolderId"  # the kind of the lookup of a mailbox's Sent Items id
 NO_MAILBOX_RECHECK = dt.timedelta(days=7)
 USER_SLOT = "m365guard-user-slot"  # stands for the user id in a per-mailbox URL template
 SYNC_STATE_GONE = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
@@ -76,6 +83,11 @@ class MailboxStreams:
         self.read_in_full_keys: set[tuple[str, str]] = set()
         self.not_read_keys: set[tuple[str, str]] = set()
         self.members_asked: set[str] = set()  # chats whose full member list is being read
+        # per mailbox id: its Sent Items id, "" while asked, None when it could not be read
+        # (with why); received-mail listings that ended before the answer wait here
+        self.sent_folders: dict[str, str | None] = {}
+        self.sent_folder_failure: dict[str, str] = {}
+        self.parked: dict[str, Stream] = {}
 
     def user_url(self, key: str, user_id: str, build: Callable[[str], str]) -> str:
         """A per-mailbox URL. The SDK's builders expand their URI template once per kind, for a
@@ -124,6 +136,65 @@ class MailboxStreams:
         return Stream(cut.mailbox, cut.mailbox_id, folder, url, url, cut.headers, delta=True,
                       number=next(self.numbers), listing=True, since=since)
 
+    def received_stream(self, upn: str, user_id: str, since: dt.datetime,
+                        until: dt.datetime) -> Stream:
+        """Received mail of the window [since, until] in every folder of the mailbox, one
+        listing (user-list-messages.md: the whole mailbox; no cap like a filtered delta's)."""
+        def build(slot: str) -> str:
+            builder = self.session.client.users.by_user_id(slot).messages
+            config = RequestConfiguration(
+                query_parameters=builder.MessagesRequestBuilderGetQueryParameters(
+                    select=[*MESSAGE_FIELDS, *FOLDER_FIELDS],
+                    filter=f"receivedDateTime ge {iso(since)} and receivedDateTime le"
+                           f" {iso(until)}"))
+            return str(builder.to_get_request_information(config).url)
+
+        url = self.user_url(f"received:{iso(since)}:{iso(until)}", user_id, build)
+        headers = {"Prefer": f"odata.maxpagesize={self.page_size}"}
+        return Stream(upn, user_id, RECEIVED, url, url, headers, delta=True,
+                      number=next(self.numbers), listing=True, since=since)
+
+    def sent_folder_stream(self, upn: str, user_id: str) -> Stream:
+        """The mailbox's Sent Items id (mailfolder-get.md, by its well-known name)."""
+        def build(slot: str) -> str:
+            builder = self.session.client.users.by_user_id(slot).mail_folders \
+                .by_mail_folder_id("sentitems")
+            config = RequestConfiguration(
+                query_parameters=builder.MailFolderItemRequestBuilderGetQueryParameters(
+                    select=["id"]))
+            return str(builder.to_get_request_information(config).url)
+
+        url = self.user_url(SENT_FOLDER, user_id, build)
+        return Stream(upn, user_id, SENT_FOLDER, url, url, {}, delta=False)
+
+    def _sent_folder_found(self, stream: Stream, folder_id: str | None, reason: str) -> None:
+        """The lookup's answer: a listing waiting for it ends now."""
+        self.sent_folders[stream.mailbox_id] = folder_id
+        if folder_id is None:
+            self.sent_folder_failure[stream.mailbox_id] = reason
+        self.finished += 1
+        parked = self.parked.pop(stream.mailbox_id, None)
+        if parked is not None:
+            self._end_received(parked)
+
+    def _end_received(self, stream: Stream) -> None:
+        """A received-mail listing read to its end, once its Sent Items id is known."""
+        if stream.items == 0:
+            self.finish(stream, "ok")
+            return
+        folder_id = self.sent_folders.get(stream.mailbox_id)
+        if folder_id == "":
+            self.parked[stream.mailbox_id] = stream
+        elif folder_id is None:
+            self.finish(stream, "failed", "Sent Items not readable, so received mail cannot be"
+                        f" told from sent: {self.sent_folder_failure[stream.mailbox_id]}")
+        else:
+            stream.exclude_folder = folder_id
+            for folder, reason in stream.dropped:  # a Sent Items item is the delta's to count
+                if folder != folder_id:
+                    self.skip(stream, reason)
+            self.finish(stream, "ok")
+
     def rules_stream(self, upn: str, user_id: str) -> Stream:
         def build(slot: str) -> str:
             return str(self.session.client.users.by_user_id(slot).mail_folders
@@ -158,6 +229,9 @@ class MailboxStreams:
         self.sink.skip(stream.kind, stream.mailbox, reason)
 
     def finish(self, stream: Stream, status: str, reason: str = "") -> None:
+        if stream.kind == SENT_FOLDER:  # a lookup, not a stream of its own in coverage
+            self._sent_folder_found(stream, None, reason or status)
+            return
         self.round_trips[(stream.mailbox, stream.kind)] = stream.round_trips
         if status in tables.READ_IN_FULL and stream.hidden_rules:
             # the rules Graph shows are kept; the mailbox is not clean while some are hidden
@@ -219,12 +293,25 @@ class MailboxStreams:
 
     def _page(self, stream: Stream, reply: BatchReply) -> float | None:
         stream.attempts = 0
+        if stream.kind == SENT_FOLDER:
+            folder_id = reply.body.get("id") if isinstance(reply.body, dict) else None
+            self._sent_folder_found(stream, folder_id if isinstance(folder_id, str) and folder_id
+                                    else None, "a Sent Items folder without an id")
+            return None
         if stream.delta:
             page = reply.page or wire.MailPage()
-            for reason in page.dropped:
-                self.skip(stream, reason)
+            if stream.kind == RECEIVED:  # counted once its Sent Items id is known
+                stream.dropped.extend(page.dropped)
+            else:
+                for _, reason in page.dropped:
+                    self.skip(stream, reason)
             stream.items += page.items
             next_link, delta_link = page.next_link, page.delta_link
+            if (stream.kind == RECEIVED and page.items
+                    and stream.mailbox_id not in self.sent_folders):
+                self.sent_folders[stream.mailbox_id] = ""
+                self.total += 1
+                self.spawn(self.sent_folder_stream(stream.mailbox, stream.mailbox_id))
         else:
             body: Any = reply.body if isinstance(reply.body, dict) else {}
             for chat_id in take_page(stream, body, self.skip):
@@ -244,6 +331,9 @@ class MailboxStreams:
             if stream.items >= FILTERED_DELTA_CAP:  # may be cut: read the window in full
                 self.total += 1
                 self.spawn(self.window_stream(stream))
+        if stream.kind == RECEIVED:
+            self._end_received(stream)
+            return None
         self.finish(stream, "resynced" if stream.resynced else "ok")
         return None
 

@@ -137,6 +137,12 @@ def mail_tables(batches: list[tuple[pa.Table, pa.Table]], read_in_full: Mapping[
         table.set_column(1, "row", pc.add(table["message"], offset))
         for (_, table), offset in zip(batches, offsets, strict=False))
     messages = _where(messages, pc.is_in(messages["stream"], value_set=kept))
+    # a received-mail listing leaves out drafts and the Sent Items copies (read by delta)
+    sent_folder = pc.take(pa.array([read_in_full[n].exclude_folder if n in read_in_full
+                                    else "" for n in range(kept[-1].as_py() + 1)],
+                                   pa.string()), messages["stream"])
+    theirs = pc.and_(pc.not_equal(sent_folder, ""), pc.equal(messages["folder_id"], sent_folder))
+    messages = _where(messages, pc.invert(pc.or_(theirs, messages["is_draft"])))
     has_id = pc.fill_null(pc.not_equal(messages["message_id"], ""), False)
     for number in _where(messages, pc.invert(has_id))["stream"].to_pylist():
         skip(read_in_full[number], "a message without an id")

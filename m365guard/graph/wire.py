@@ -38,6 +38,8 @@ _MESSAGE = pa.struct([
     ("ccRecipients", pa.list_(_ADDRESS)),
     ("bccRecipients", pa.list_(_ADDRESS)),
     ("hasAttachments", pa.bool_()),
+    ("parentFolderId", pa.string()),  # selected on a received-mail listing (mailboxes.py)
+    ("isDraft", pa.bool_()),
     ("@removed", pa.struct([("reason", pa.string())])),  # a delta page's deleted message
 ])
 # headers and error bodies are left out: the few items that are not 200 are read raw
@@ -54,7 +56,8 @@ _RECIPIENT_KINDS = (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bcc
 MESSAGE_ROWS = pa.schema([("response", pa.int64()), ("message_id", pa.string()),
                           ("internet_message_id", pa.string()), ("subject", pa.string()),
                           ("sent_at", pa.string()), ("from_address", pa.string()),
-                          ("from_name", pa.string()), ("has_attachments", pa.bool_())])
+                          ("from_name", pa.string()), ("has_attachments", pa.bool_()),
+                          ("folder_id", pa.string()), ("is_draft", pa.bool_())])
 # `message`: the row of the recipient's message in the batch's messages table
 RECIPIENT_ROWS = pa.schema([("response", pa.int64()), ("message", pa.int64()),
                             ("message_id", pa.string()), ("kind", pa.string()),
@@ -69,7 +72,8 @@ class MailPage:
     next_link: str | None = None
     delta_link: str | None = None
     items: int = 0
-    dropped: list[str] = field(default_factory=list)  # why each left-out item was
+    # each left-out item's folder id ("" unless selected) and why it was left out
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +137,8 @@ def mail_batch(table: pa.Table) -> MailBatch:
         pc.struct_field(listed, "sentDateTime"),
         _text(pc.struct_field(sender, "address")), _text(pc.struct_field(sender, "name")),
         pc.fill_null(pc.struct_field(listed, "hasAttachments"), False),
+        _text(pc.struct_field(listed, "parentFolderId")),
+        pc.fill_null(pc.struct_field(listed, "isDraft"), False),
     ], schema=MESSAGE_ROWS)
     parts = []
     for kind, name in _RECIPIENT_KINDS:
@@ -182,6 +188,8 @@ class Message(msgspec.Struct, gc=False, rename={"sender": "from", "removed": "@r
     ccRecipients: list[Recipient | None] | None = None
     bccRecipients: list[Recipient | None] | None = None
     hasAttachments: bool | None = None
+    parentFolderId: str | None = None
+    isDraft: bool | None = None
     removed: Removed | None = None
 
 
@@ -220,9 +228,9 @@ def batch_items(content: bytes) -> list[BatchItem]:
         return []
 
 
-def message_page(raw: bytes | msgspec.Raw) -> tuple[MessagePage, list[str]]:
-    """A page of messages (valid JSON: `batch_items` read it), and why each item that had to
-    be left out was. A body that is not an object reads as an empty page with no links."""
+def message_page(raw: bytes | msgspec.Raw) -> tuple[MessagePage, list[tuple[str, str]]]:
+    """A page of messages (valid JSON: `batch_items` read it), and the folder id of each item
+    that had to be left out with why. A body that is not an object reads as an empty page."""
     try:
         return _MESSAGE_PAGE.decode(raw), []
     except msgspec.ValidationError:
@@ -232,21 +240,23 @@ def message_page(raw: bytes | msgspec.Raw) -> tuple[MessagePage, list[str]]:
         return MessagePage(), []
     page = MessagePage(next_link=_link(body.get("@odata.nextLink")),
                        delta_link=_link(body.get("@odata.deltaLink")))
-    dropped: list[str] = []
+    dropped: list[tuple[str, str]] = []
     values = body.get("value")
     for item in values if isinstance(values, list) else []:
         try:
             page.value.append(msgspec.convert(item, Message))
         except msgspec.ValidationError as exc:
-            dropped.append(str(exc))
+            folder = item.get("parentFolderId") if isinstance(item, dict) else None
+            dropped.append((folder if isinstance(folder, str) else "", str(exc)))
     return page, dropped
 
 
-def clean_mail_batch(items: list[BatchItem]) -> tuple[MailBatch, dict[str, list[str]]]:
+def clean_mail_batch(items: list[BatchItem]
+                     ) -> tuple[MailBatch, dict[str, list[tuple[str, str]]]]:
     """The 200 items of a batch Arrow refused, each page read with `message_page` and written
     back in Graph's shape, as a MailBatch; and, by item id, why items were left out."""
     pages: list[dict[str, Any]] = []
-    dropped: dict[str, list[str]] = {}
+    dropped: dict[str, list[tuple[str, str]]] = {}
     for item in items:
         if item.status == 200:
             page, dropped[item.id] = message_page(item.body or b"null")

@@ -62,7 +62,8 @@ def test_first_night_with_faults_equals_truth(emulator: RunningEmulator,
     users = len(school.tenant["users"])
     mail_rows = coverage[coverage["folder"].isin(["sentitems", "inbox"])]
     assert len(mail_rows) == 2 * users
-    assert len(result.delta_links) == (mail_rows["status"] == "ok").sum()
+    sent = mail_rows[mail_rows["folder"] == "sentitems"]  # received mail is a listing
+    assert len(result.delta_links) == (sent["status"] == "ok").sum()
 
 
 def test_certificate_delta_second_night_and_request_budget(
@@ -143,8 +144,8 @@ def test_expired_delta_link_resyncs_the_folder(emulator: RunningEmulator,
     second = night(emulator, school, since, first.delta_links, include_rules=False,
                    include_chats=False, include_audit=False)
     coverage = second.collected["coverage"]
-    mail = coverage[coverage["folder"].isin(["sentitems", "inbox"])]
-    assert set(mail["status"]) == {"resynced", "no_mailbox"}
+    sent = coverage[coverage["folder"] == "sentitems"]  # received mail has no delta link
+    assert set(sent["status"]) == {"resynced", "no_mailbox"}
     assert_same_table("messages", second.collected["messages"],
                       expected_tables(school.tenant, now=now, since=since)["messages"])
 
@@ -182,7 +183,8 @@ def test_collect_never_starts_with_a_bad_certificate(emulator: RunningEmulator, 
 def test_each_stream_reads_from_its_own_mark_and_resyncs_from_it(
         emulator: RunningEmulator, school: synth.SyntheticSchool) -> None:
     """Issue 18: a folder not read in full one night is read from its own mark the next
-    (not from the global window start), and a 410 resync starts from that mark too."""
+    (not from the global window start), the received-mail listing and a 410 resync of Sent
+    Items alike."""
     mail_only = {"include_rules": False, "include_chats": False}
     now = clock(school)
     month_ago = now - dt.timedelta(days=30)
@@ -191,14 +193,15 @@ def test_each_stream_reads_from_its_own_mark_and_resyncs_from_it(
     truth = expected_tables(school.tenant, now=now, since=month_ago)["messages"]
     upn = truth[truth["folder"] == "inbox"]["mailbox"].value_counts().index[0]
     assert first.read_marks[(upn.lower(), "inbox")] == now
-    # the next night: this inbox last read in full a month ago; every delta link expired
+    # the next night: this mailbox last read in full a month ago; every delta link expired
     emulator.tenant.expire_delta_tokens()
-    marks = {(upn.lower(), "inbox"): month_ago}
+    marks = {(upn.lower(), "inbox"): month_ago, (upn.lower(), "sentitems"): month_ago}
     second = night(emulator, school, now, first.delta_links, until=now, read_marks=marks,
                    **mail_only)
     got = second.collected["messages"]
-    theirs = truth[(truth["mailbox"] == upn) & (truth["folder"] == "inbox")]
+    theirs = truth[truth["mailbox"] == upn]
     assert_same_table("messages", got, theirs)  # everyone else: nothing since `now`
     coverage = second.collected["coverage"].set_index(["mailbox", "folder"])
-    assert coverage.loc[(upn, "inbox"), "status"] == "resynced"
+    assert coverage.loc[(upn, "sentitems"), "status"] == "resynced"
+    assert coverage.loc[(upn, "inbox"), "status"] == "ok"
     assert second.read_marks[(upn.lower(), "inbox")] == now

@@ -261,8 +261,8 @@ def test_a_filtered_delta_round_cut_at_5000_is_read_in_full(
     """delta-query-messages.md: "Applying $filter in a delta query returns only up to 5,000
     messages". A round that lists that many is followed by a plain listing of the window."""
     tenant = copy.deepcopy(school.tenant)
-    user_id = next(uid for uid, box in tenant["mailboxes"].items() if box.get("inbox"))
-    template = dict(tenant["mailboxes"][user_id]["inbox"][0])
+    user_id = next(uid for uid, box in tenant["mailboxes"].items() if box.get("sentitems"))
+    template = dict(tenant["mailboxes"][user_id]["sentitems"][0])
     start = clock(school) - dt.timedelta(days=20)
     busy = []
     for n in range(5003):
@@ -270,16 +270,16 @@ def test_a_filtered_delta_round_cut_at_5000_is_read_in_full(
         busy.append({**template, "id": f"AAMkBUSY{n:05d}", "internetMessageId": f"<b{n}@x>",
                      "receivedDateTime": stamp, "sentDateTime": stamp,
                      "createdDateTime": stamp, "lastModifiedDateTime": stamp})
-    tenant["mailboxes"][user_id]["inbox"] = busy
+    tenant["mailboxes"][user_id]["sentitems"] = busy
     result, stats = _night(tenant, tmp_path, include_rules=False, include_chats=False,
-                           include_audit=False, folders=("inbox",), page_size=1000)
+                           include_audit=False, folders=("sentitems",), page_size=1000)
     messages = result.collected["messages"]
     theirs = messages[messages["mailbox_id"] == user_id]
     assert len(theirs) == 5003 and theirs["message_id"].is_unique
     assert stats.per_route["GET /users/{user_id}/mailFolders/{folder}/messages"] >= 1
     now = clock(school)
     want = expected_tables(tenant, now=now, since=now - dt.timedelta(days=30))["messages"]
-    assert_same_table("messages", messages, want[want["folder"] == "inbox"])
+    assert_same_table("messages", messages, want[want["folder"] == "sentitems"])
     assert set(result.collected["coverage"]["status"]) <= {"ok", "no_mailbox"}, result.errors
 
 

@@ -86,7 +86,7 @@ def test_an_item_out_of_schema_is_dropped_and_the_rest_kept() -> None:
     ), streams=[0, 1])
     first, second = (r.page for r in replies)
     assert first is not None and second is not None
-    assert first.items == 3 and len(first.dropped) == 1 and "subject" in first.dropped[0]
+    assert first.items == 3 and len(first.dropped) == 1 and "subject" in first.dropped[0][1]
     assert second.items == 1 and len(second.dropped) == 1
     assert [(r["stream"], r["message_id"]) for r in rows(messages)] == [(0, "m1"), (0, "m3")]
     assert {r["message_id"] for r in recipients.to_pylist()} == {"m1", "m3"}

@@ -296,6 +296,10 @@ def build_rules(b: Builder, staff: list[Person]) -> None:
         if b.rng.random() > 0.4:
             continue
         folder = b.graph_id("AAMkA", 33)
+        if person.user_id in b.mailboxes:  # the folder the rule files into, under the Inbox
+            b.mailboxes[person.user_id].setdefault("folders", []).append(
+                {"id": folder, "displayName": "Newsletters", "parentFolderId": "inbox",
+                 "messages": []})
         inbox_rule(b, person, "Newsletters", {"moveToFolder": folder, "stopProcessingRules": True},
                    conditions={"senderContains": ["newsletter", "noreply"]})
         if b.rng.random() < 0.3:
