@@ -50,11 +50,13 @@ def read_forwarding_export(path: Path) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for number, row in enumerate(reader, start=1):
         deliver = str(row.get("DeliverToMailboxAndForward") or "").lower() == "true"
-        for name in ("ForwardingSmtpAddress", "ForwardingAddress"):
-            address = strip_smtp(row.get(name))
-            if address:
-                rows.append((row[identity] or "", address, deliver, "export", observed,
-                             f"{path.name}:{number}"))
+        addresses = [address for address in (strip_smtp(row.get(name)) for name in
+                                             ("ForwardingSmtpAddress", "ForwardingAddress"))
+                     if address]
+        # a mailbox listed without forwarding is evidence it forwards nowhere ("" = cleared)
+        for address in addresses or [""]:
+            rows.append((row[identity] or "", address, deliver and bool(address), "export",
+                         observed, f"{path.name}:{number}"))
     return rows
 
 

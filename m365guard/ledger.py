@@ -7,15 +7,23 @@ decided, so every lifecycle rule is tested here without SQLite.
 Message findings are events: once seen they stay open until a person closes them. Inbox rules,
 mailbox forwarding and chats are snapshots: one resolves when a run read the place it lives in
 full and no longer saw it, and reopens if it comes back. Nothing resolves from a source the run
-did not read in full. A status a person set (acknowledged) is kept when the finding is seen
-again; any status other than open and resolved is treated so. The run also records the
-inventory of forwarding it saw (`build_inventory`).
+did not read in full, and nothing resolves from a rule the run did not check (turned off in
+policies.toml for the night: `rules_off`). A status a person set (acknowledged) is kept when the
+finding is seen again; any status other than open and resolved is treated so.
+
+A finding seen again takes what its object does now (severity, summary, counterparts): an
+inbox rule turned on (info -> high) is *escalated* and a rule re-pointed to another address is
+*retargeted*. Both are news like a new finding, and both reopen an acknowledged finding (what
+was acknowledged is not what the object does now). `news` names every open finding that is news
+in the day's report with why; findings that became news in an earlier run of the same report
+day stay news (`earlier` events), so a rerun never hides what the technician has not read.
+The run also records the inventory of forwarding it saw (`build_inventory`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +48,7 @@ from m365guard.tables import (
     INBOX_RULE,
     MAILBOX_FORWARDING,
     READ_IN_FULL,
+    SEVERITY_RANK,
     conform,
     mailbox_object_ids,
 )
@@ -61,20 +70,46 @@ TENANT_WIDE_SNAPSHOTS = frozenset({CHAT, MAILBOX_FORWARDING, "outbound_spam_poli
                                    "remote_domain", "transport_rule"})
 
 Row = dict[str, Any]
+# Why a finding is news in the day's report (the nightly CSV's why_new), by the event that
+# made it so; "exception ended" is added by notify.exceptions.for_night.
+NEWS_EVENTS: dict[str, str] = {"opened": "found", "reopened": "reopened",
+                               "escalated": "escalated", "retargeted": "retargeted"}
 
 
 @dataclass(frozen=True)
 class FindingsUpdate:
-    """What one run changed: findings first seen, back after being resolved, still open, gone.
+    """What one run changed: findings first seen, back after being resolved, escalated or
+    retargeted (what the object does changed), still open, gone.
 
     Every frame has FINDING_FRAME_SCHEMA, oldest first. `still_open` holds every open finding
-    that is not new or reopened, whether or not this run saw it again.
+    that is not new, reopened or escalated, whether or not this run saw it again. `news`: the
+    open findings that are news in the day's report, with why (NEWS_EVENTS' values);
+    `accepted`: open findings an exception covers, with its last day (notify.exceptions).
     """
 
     new: pd.DataFrame
     reopened: pd.DataFrame
     still_open: pd.DataFrame
     resolved: pd.DataFrame
+    escalated: pd.DataFrame = field(default_factory=lambda: empty_frame(FINDING_FRAME_SCHEMA))
+    news: Mapping[str, str] = field(default_factory=dict)
+    accepted: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fresh(self) -> pd.DataFrame:
+        """This run's new, reopened and escalated findings."""
+        return pd.concat([self.new, self.reopened, self.escalated], ignore_index=True)
+
+    @property
+    def open_now(self) -> pd.DataFrame:
+        """Every finding open after the run."""
+        return pd.concat([self.fresh, self.still_open], ignore_index=True)
+
+    def alerting(self) -> pd.DataFrame:
+        """Open findings that are news and no exception covers: what earns exit 3 and alerts."""
+        table = self.open_now
+        ids = table["finding_id"]
+        return table[ids.isin(list(self.news)) & ~ids.isin(list(self.accepted))]
 
 
 @dataclass(frozen=True)
@@ -106,11 +141,37 @@ def _event(finding_id: str, run_id: int | None, at: str, event: FindingEvent, by
             "reason": reason}
 
 
+def _current(record: Mapping[str, Any]) -> Row:
+    """The finding's columns as tonight's rule wrote them."""
+    return {col: iso_or_none(record[col]) if col == "occurred_at" else str(record[col])
+            for col in FINDING_COLUMNS}
+
+
 def _new_row(record: Mapping[str, Any], stamp: str) -> Row:
-    row: Row = {col: iso_or_none(record[col]) if col == "occurred_at" else str(record[col])
-                for col in FINDING_COLUMNS}
-    return {**row, "first_seen": stamp, "last_seen": stamp, "times_seen": 1, "status": "open",
-            "status_at": stamp, "status_by": SYSTEM_ACTOR, "status_reason": "found"}
+    return {**_current(record), "first_seen": stamp, "last_seen": stamp, "times_seen": 1,
+            "status": "open", "status_at": stamp, "status_by": SYSTEM_ACTOR,
+            "status_reason": "found"}
+
+
+def _targets(counterparts: Any) -> set[str]:
+    return {part.strip().lower() for part in str(counterparts).split(";") if part.strip()}
+
+
+def what_changed(old: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[FindingEvent, str]:
+    """The event of a finding seen again, and why: "escalated" (its severity rose),
+    "retargeted" (an inbox rule forwards to other addresses now) or "seen" (a severity that fell
+    is told in the reason, not news)."""
+    before, after = SEVERITY_RANK.get(str(old["severity"]), -1), \
+        SEVERITY_RANK.get(str(now["severity"]), -1)
+    if after > before:
+        return "escalated", f"severity {old['severity']} -> {now['severity']}: {now['summary']}"
+    if now["object_type"] == INBOX_RULE and _targets(old["counterparts"]) != _targets(
+            now["counterparts"]):
+        return "retargeted", (f"now forwards to {now['counterparts']} instead of"
+                              f" {old['counterparts']}")
+    if after < before:
+        return "seen", f"severity {old['severity']} -> {now['severity']}"
+    return "seen", ""
 
 
 def _sorted(rows: Iterable[Row]) -> pd.DataFrame:
@@ -145,9 +206,12 @@ def covered_snapshots(known: pd.DataFrame, coverage: pd.DataFrame) -> set[str]:
 
 
 def compute_ledger(known: pd.DataFrame, found: pd.DataFrame, coverage: pd.DataFrame,
-                   run_id: int, now: datetime) -> Ledger:
+                   run_id: int, now: datetime, *, rules_off: Iterable[str] = (),
+                   earlier: pd.DataFrame | None = None) -> Ledger:
     """The run's changes: `known` is every finding state holds (FINDING_FRAME_SCHEMA), `found`
-    tonight's findings (findings schema), `coverage` tonight's coverage."""
+    tonight's findings (findings schema), `coverage` tonight's coverage. `rules_off`: rules not
+    checked tonight (their findings stay as they are); `earlier`: the events (EVENT_SCHEMA) of
+    the earlier runs of the same report day, whose news stays news."""
     stamp = iso(now)
     found = conform("findings", found).drop_duplicates("finding_id")
     coverage = conform("coverage", coverage)
@@ -156,26 +220,39 @@ def compute_ledger(known: pd.DataFrame, found: pd.DataFrame, coverage: pd.DataFr
     events: list[Row] = []
     new: list[str] = []
     reopened: list[str] = []
+    escalated: list[str] = []
+    news: dict[str, str] = {}
     for record in records(found):
         finding_id = str(record["finding_id"])
         old = before.get(finding_id)
         if old is None:
             after[finding_id] = _new_row(record, stamp)
             new.append(finding_id)
+            news[finding_id] = NEWS_EVENTS["opened"]
             events.append(_event(finding_id, run_id, stamp, "opened", SYSTEM_ACTOR, "found"))
             continue
-        row = {**old, "last_seen": stamp, "times_seen": int(old["times_seen"]) + 1}
+        current = _current(record)
+        row = {**old, **current, "last_seen": stamp, "times_seen": int(old["times_seen"]) + 1}
+        change, why = what_changed(old, current)
         if old["status"] == "resolved":
             reason = f"seen again in run {run_id}"
             row.update(status="open", status_at=stamp, status_by=SYSTEM_ACTOR,
                        status_reason=reason)
             reopened.append(finding_id)
+            news[finding_id] = NEWS_EVENTS["reopened"]
             events.append(_event(finding_id, run_id, stamp, "reopened", SYSTEM_ACTOR, reason))
+        elif change != "seen":
+            if old["status"] != "open":  # what a person closed is not what the object does now
+                row.update(status="open", status_at=stamp, status_by=SYSTEM_ACTOR,
+                           status_reason=why)
+            escalated.append(finding_id)
+            news[finding_id] = NEWS_EVENTS[change]
+            events.append(_event(finding_id, run_id, stamp, change, SYSTEM_ACTOR, why))
         else:
-            events.append(_event(finding_id, run_id, stamp, "seen", SYSTEM_ACTOR, ""))
+            events.append(_event(finding_id, run_id, stamp, "seen", SYSTEM_ACTOR, why))
         after[finding_id] = row
     seen = tuple(str(fid) for fid in found["finding_id"])
-    unseen = known[~known["finding_id"].isin(seen)]
+    unseen = known[~known["finding_id"].isin(seen) & ~known["rule_id"].isin(list(rules_off))]
     gone = covered_snapshots(unseen, coverage)
     resolved = [fid for fid in _sorted(before[fid] for fid in gone)["finding_id"]]
     reason = f"no longer present in run {run_id}, which read its source in full"
@@ -183,13 +260,18 @@ def compute_ledger(known: pd.DataFrame, found: pd.DataFrame, coverage: pd.DataFr
         after[finding_id] = {**before[finding_id], "status": "resolved", "status_at": stamp,
                              "status_by": SYSTEM_ACTOR, "status_reason": reason}
         events.append(_event(finding_id, run_id, stamp, "resolved", SYSTEM_ACTOR, reason))
-    fresh = set(new) | set(reopened)
+    fresh = set(new) | set(reopened) | set(escalated)
+    for finding_id, why in _earlier_news(earlier).items():
+        if after.get(finding_id, {}).get("status") == "open":
+            news.setdefault(finding_id, why)
     update = FindingsUpdate(
         new=_sorted(after[fid] for fid in new),
         reopened=_sorted(after[fid] for fid in reopened),
         still_open=_sorted(row for fid, row in after.items()
                            if row["status"] == "open" and fid not in fresh),
         resolved=_sorted(after[fid] for fid in resolved),
+        escalated=_sorted(after[fid] for fid in escalated),
+        news=news,
     )
     changes = FindingChanges(
         rows=_sorted(after[fid] for fid in [*seen, *resolved]),
@@ -197,6 +279,16 @@ def compute_ledger(known: pd.DataFrame, found: pd.DataFrame, coverage: pd.DataFr
         seen=seen,
     )
     return Ledger(changes=changes, update=update)
+
+
+def _earlier_news(earlier: pd.DataFrame | None) -> dict[str, str]:
+    """finding id -> why it first became news in the earlier runs of the day (runs only)."""
+    if earlier is None or earlier.empty:
+        return {}
+    runs = earlier[earlier["run_id"].notna() & earlier["event"].isin(list(NEWS_EVENTS))]
+    runs = runs.sort_values("at", kind="stable").drop_duplicates("finding_id")
+    return {str(fid): NEWS_EVENTS[str(event)]
+            for fid, event in zip(runs["finding_id"], runs["event"], strict=True)}
 
 
 def acknowledge(finding: Mapping[str, Any], by: str, reason: str, now: datetime) -> FindingChanges:

@@ -27,13 +27,16 @@ from m365guard.enforce.exchange_export import posture_for_night, with_posture
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import ForwardingExport, load_forwarding_export
 from m365guard.files import StagedFiles
+from m365guard.forwarding import latest_forwarding, remembered
 from m365guard.graph.client import RetryPolicy
 from m365guard.graph.collect import CollectRequest, CollectResult, collect, open_session
 from m365guard.graph.settings import ConnectionSettings
 from m365guard.ledger import FindingsUpdate, build_inventory, compute_ledger
+from m365guard.notify import exceptions
+from m365guard.notify.log import connect
 from m365guard.records import RunOutcome, RunRecord, to_second
 from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
-from m365guard.rules import run_rules
+from m365guard.rules import RULES, run_rules
 from m365guard.state import StateDB
 from m365guard.tables import NO_MAILBOX, READ_IN_FULL
 from m365guard.windows import (
@@ -52,7 +55,8 @@ ProgressSink = Callable[[int, int], None]
 COMPLETE_STATUSES = READ_IN_FULL | {NO_MAILBOX}
 # Mailbox forwarding is a state, not an event: each night reads the audit log's whole standard
 # retention (180 days) so the latest Set-Mailbox per mailbox is known; older settings come from
-# the Exchange export ([collect] exchange_forwarding_export).
+# the Exchange export ([collect] exchange_forwarding_export) and from state, which keeps the
+# last known setting per mailbox after its record has aged out (forwarding.remembered).
 AUDIT_LOOKBACK = timedelta(days=180)
 # how far back a user found without an Exchange mailbox is remembered (they are asked again
 # weekly: collect.NO_MAILBOX_RECHECK)
@@ -125,11 +129,29 @@ def _stoppable(progress: ProgressSink | None) -> ProgressSink:
 
 
 def exit_code_for(run: RunRecord, update: FindingsUpdate) -> ExitCode:
-    """Partial beats findings: an incomplete night must never look clean or merely busy."""
+    """Partial beats findings: an incomplete night must never look clean or merely busy. The
+    day's news that no exception covers (new, reopened, escalated, back) earns exit 3."""
     if run.outcome != "complete":
         return ExitCode.PARTIAL_RUN
-    fresh = pd.concat([update.new["severity"], update.reopened["severity"]])
+    fresh = update.alerting()["severity"]
     return ExitCode.NEW_HIGH_FINDINGS if (fresh == "high").any() else ExitCode.CLEAN
+
+
+def previous_report_start(db: StateDB, now: datetime) -> datetime:
+    """When the latest run that wrote a report for an earlier day (UTC, as the report names)
+    started: news since then is the day's news. A day back on the first day."""
+    day = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), UTC)
+    earlier = [run for run in db.runs_between(day - timedelta(days=400), day)
+               if run.outcome in ("complete", "partial")]
+    return earlier[-1].started_at if earlier else day - timedelta(days=1)
+
+
+def _exceptions(policy: Policy) -> pd.DataFrame:
+    conn = connect(policy.state.path)
+    try:
+        return exceptions.exceptions(conn)
+    finally:
+        conn.close()
 
 
 def run_nightly(
@@ -173,28 +195,41 @@ def run_nightly(
                 log.warning("not read: %s", error)
             log.info("nightly: collected %d messages in %d requests; checking rules",
                      len(result.collected["messages"]), result.requests)
+            # mailbox forwarding is a state: tonight's observations over the last known setting
+            forwarding = remembered(db.forwarding_state(), result.collected["mailbox_forwarding"])
+            result.collected.tables["mailbox_forwarding"] = forwarding
             # enforced rules: verified ones resolve their finding, re-enabled ones are drift
             verification = enforcement.nightly_check(policy.state.path, result.collected)
             findings = verification.findings(with_posture(
                 result.collected, run_rules(result.collected, policy), *posture))
             coverage = result.collected["coverage"]
+            rules_off = tuple(rule.RULE_ID for rule in RULES
+                              if not policy.rules.for_rule(rule.RULE_ID).enabled)
             stopping.checkpoint()
             log.info("nightly: %d findings; recording the run in state", len(findings))
             run = dataclasses.replace(db.run(run_id), finished_at=elapsed(),
-                                      outcome=_outcome(result), counts=_counts(result, findings))
+                                      outcome=_outcome(result), counts=_counts(result, findings),
+                                      rules_off=rules_off)
+            accepted = _exceptions(policy)
             reports = StagedFiles()
             try:
                 # BEGIN IMMEDIATE: a `findings ack` waits until COMMIT, so it is never overwritten
                 with db.transaction():
-                    ledger = compute_ledger(db.findings(), findings, coverage, run_id, now)
+                    report_since = previous_report_start(db, now)
+                    ledger = compute_ledger(
+                        db.findings(), findings, coverage, run_id, now, rules_off=rules_off,
+                        earlier=db.events_between(report_since + timedelta(seconds=1), now))
+                    ledger = dataclasses.replace(ledger, update=exceptions.for_night(
+                        ledger.update, accepted, report_since, now))
                     log.info("nightly: writing reports to %s", out_dir)
                     reports.write(nightly_files(out_dir, run, ledger.update, coverage))
                     log.info("nightly: reports written; committing state")
                     db.record_run(run, ledger.changes, coverage, result.delta_links,
-                                  build_inventory(result.collected["rule_forwards"],
-                                                  result.collected["mailbox_forwarding"]),
+                                  build_inventory(result.collected["rule_forwards"], forwarding),
                                   next_read_marks(marks, since, coverage, result.read_marks,
                                                   (*policy.collect.folders, AUDIT_LOG)))
+                    db.write_forwarding_state(latest_forwarding(forwarding, keep_cleared=True)
+                                              .drop(columns="target"), run_id)
                 committed = True
                 log.info("nightly: state committed")
                 reports.publish()

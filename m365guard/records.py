@@ -24,7 +24,8 @@ MISSED = "missed"  # a night with no run at all
 
 FindingStatus = Literal["open", "resolved", "acknowledged"]
 FINDING_STATUSES: tuple[FindingStatus, ...] = ("open", "resolved", "acknowledged")
-FindingEvent = Literal["opened", "seen", "resolved", "reopened", "acknowledged"]
+FindingEvent = Literal["opened", "seen", "resolved", "reopened", "acknowledged", "escalated",
+                       "retargeted"]
 SYSTEM_ACTOR = "m365guard"  # status_by of changes the nightly run makes
 
 FINDING_COLUMNS = tuple(SCHEMAS["findings"])
@@ -134,6 +135,7 @@ class RunRecord:
     granted_permissions: tuple[str, ...]
     counts: dict[str, Any]
     error: str
+    rules_off: tuple[str, ...] = ()  # rules turned off in policies.toml for this run
 
     @property
     def night(self) -> date:

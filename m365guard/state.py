@@ -209,6 +209,38 @@ _MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 6: the findings lifecycle (ledger.py, forwarding.py): mailbox forwarding is a state kept
+    # per mailbox (an audit record ageing out is no evidence the forward went), the rules a run
+    # did not check, and the events of a finding whose severity rose or whose target changed
+    """
+    CREATE TABLE mailbox_forwarding_state (
+        mailbox TEXT PRIMARY KEY COLLATE NOCASE,
+        address TEXT NOT NULL,
+        deliver_and_forward INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        observed_at TEXT,
+        record_id TEXT NOT NULL,
+        run_id INTEGER
+    );
+    ALTER TABLE runs ADD COLUMN rules_off TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE finding_events_6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finding_id TEXT NOT NULL,
+        run_id INTEGER,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL
+            CHECK (event IN ('opened', 'seen', 'resolved', 'reopened', 'acknowledged',
+                             'escalated', 'retargeted')),
+        by TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    INSERT INTO finding_events_6 (id, finding_id, run_id, at, event, by, reason)
+        SELECT id, finding_id, run_id, at, event, by, reason FROM finding_events;
+    DROP TABLE finding_events;
+    ALTER TABLE finding_events_6 RENAME TO finding_events;
+    CREATE INDEX finding_events_finding ON finding_events (finding_id, at);
+    CREATE INDEX finding_events_at ON finding_events (at);
+    """,
 )
 
 
@@ -414,9 +446,25 @@ class StateDB(StoreReads):
         )
         self.write_findings(changes, run.run_id)
         self._conn.execute(
-            "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
+            "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ?, rules_off = ?"
+            " WHERE id = ?",
             (iso_or_none(run.finished_at), run.outcome, orjson.dumps(run.counts).decode(),
-             run.error, run.run_id),
+             run.error, orjson.dumps(list(run.rules_off)).decode(), run.run_id),
+        )
+
+    def write_forwarding_state(self, latest: pd.DataFrame, run_id: int) -> None:
+        """Keep the latest mailbox forwarding per mailbox (cleared ones too, address "")
+        (inside `transaction()`, with the run's rows)."""
+        table = conform("mailbox_forwarding", latest)
+        self._conn.executemany(
+            "INSERT INTO mailbox_forwarding_state (mailbox, address, deliver_and_forward, source,"
+            " observed_at, record_id, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (mailbox) DO UPDATE SET mailbox = excluded.mailbox,"
+            " address = excluded.address, deliver_and_forward = excluded.deliver_and_forward,"
+            " source = excluded.source, observed_at = excluded.observed_at,"
+            " record_id = excluded.record_id, run_id = excluded.run_id",
+            [(r["mailbox"], r["address"], int(bool(r["deliver_and_forward"])), r["source"],
+              iso_or_none(r["observed_at"]), r["record_id"], run_id) for r in records(table)],
         )
 
     def write_findings(self, changes: FindingChanges, run_id: int | None = None) -> None:

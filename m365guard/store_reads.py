@@ -145,6 +145,21 @@ class StoreReads:
             ).fetchall()
         return frame(rows, EVENT_SCHEMA)
 
+    def events_between(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Status events (EVENT_SCHEMA) at a time in [start, end), oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM finding_events WHERE at >= ? AND at < ? ORDER BY at, id",
+            (iso(start), iso(end)),
+        ).fetchall()
+        return frame(rows, EVENT_SCHEMA)
+
+    def forwarding_state(self) -> pd.DataFrame:
+        """The last known mailbox forwarding per mailbox (the mailbox_forwarding schema;
+        address "" where it was cleared), as the latest run left it."""
+        rows = self._conn.execute(
+            "SELECT * FROM mailbox_forwarding_state ORDER BY mailbox").fetchall()
+        return frame(rows, SCHEMAS["mailbox_forwarding"])
+
     def latest_inventory(self) -> pd.DataFrame:
         """The inbox-rule and forwarding inventory of the latest finished run that has one."""
         row = self._conn.execute(
@@ -174,4 +189,5 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         granted_permissions=tuple(orjson.loads(row["granted_permissions"])),
         counts=orjson.loads(row["counts"]),
         error=row["error"],
+        rules_off=tuple(orjson.loads(row["rules_off"])),
     )

@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from m365guard.ledger import FindingChanges, Ledger, acknowledge, compute_ledger
 from m365guard.records import FINDING_FRAME_SCHEMA, empty_frame
-from m365guard.tables import make_table
+from m365guard.tables import SEVERITIES, SEVERITY_RANK, make_table
 
 T0 = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
 MAILBOX = "j.smith@school.example"
@@ -51,8 +53,10 @@ class Nights:
     def __init__(self) -> None:
         self.known = empty_frame(FINDING_FRAME_SCHEMA)
 
-    def run(self, n: int, found: list[dict[str, Any]], cov: pd.DataFrame = RULES_READ) -> Ledger:
-        ledger = compute_ledger(self.known, make_table("findings", found), cov, n, night(n))
+    def run(self, n: int, found: list[dict[str, Any]], cov: pd.DataFrame = RULES_READ,
+            **options: Any) -> Ledger:
+        ledger = compute_ledger(self.known, make_table("findings", found), cov, n, night(n),
+                                **options)
         self.known = apply(self.known, ledger.changes)
         return ledger
 
@@ -123,3 +127,119 @@ def test_messages_stay_open_and_an_acknowledged_finding_stays_acknowledged() -> 
     assert nights.status("msg-1") == "acknowledged"
     assert nights.known.set_index("finding_id").loc["msg-1", "times_seen"] == 2
     assert again.changes.events["event"].tolist() == ["seen"]
+
+
+# -- what the object does now (issue 18) -------------------------------------------------------
+
+OFF_RULE = {**RULE, "severity": "info", "counterparts": "jo@gmail.com",
+            "summary": "forwards to jo@gmail.com (the rule is turned off)"}
+ON_RULE = {**OFF_RULE, "severity": "high", "summary": "forwards to jo@gmail.com"}
+
+
+def test_a_finding_whose_severity_rises_is_escalated_news_and_reopens_an_ack() -> None:
+    nights = Nights()
+    nights.run(1, [OFF_RULE])
+    row = nights.known.set_index("finding_id").loc["rule-1"].to_dict()
+    nights.known = apply(nights.known, acknowledge({"finding_id": "rule-1", **row}, "IT",
+                                                   "the rule is off", night(1)))
+    ledger = nights.run(2, [ON_RULE])
+    assert ids(ledger.update.escalated) == ["rule-1"] and ledger.update.still_open.empty
+    assert ledger.update.news == {"rule-1": "escalated"}
+    after = nights.known.set_index("finding_id").loc["rule-1"]
+    assert (after["severity"], after["status"], after["summary"]) == (
+        "high", "open", "forwards to jo@gmail.com")
+    assert ledger.changes.events["event"].tolist() == ["escalated"]
+    calm = nights.run(3, [ON_RULE])
+    assert calm.update.news == {} and ids(calm.update.still_open) == ["rule-1"]
+
+
+def test_a_severity_that_falls_is_kept_current_but_is_not_news() -> None:
+    nights = Nights()
+    nights.run(1, [ON_RULE])
+    ledger = nights.run(2, [OFF_RULE])
+    assert ledger.update.news == {} and ledger.update.escalated.empty
+    assert ledger.update.still_open.iloc[0]["severity"] == "info"
+    assert ledger.changes.events["reason"].tolist() == ["severity high -> info"]
+
+
+def test_an_inbox_rule_re_pointed_is_retargeted_news_with_its_new_target() -> None:
+    nights = Nights()
+    nights.run(1, [ON_RULE])
+    moved = {**ON_RULE, "counterparts": "Jo.Home@Outlook.com", "summary": "to jo.home"}
+    ledger = nights.run(2, [moved])
+    assert ledger.update.news == {"rule-1": "retargeted"}
+    assert ledger.update.escalated.iloc[0]["counterparts"] == "Jo.Home@Outlook.com"
+    same = nights.run(3, [{**moved, "counterparts": "jo.home@outlook.com"}])  # case only
+    assert same.update.news == {}
+
+
+def test_a_rule_not_checked_tonight_resolves_none_of_its_findings() -> None:
+    nights = Nights()
+    nights.run(1, [RULE])
+    off = nights.run(2, [], rules_off=("r",))
+    assert off.update.resolved.empty and ids(off.update.still_open) == ["rule-1"]
+    assert nights.run(3, [RULE]).update.news == {}
+    assert ids(nights.run(4, [], rules_off=("other",)).update.resolved) == ["rule-1"]
+
+
+def test_news_of_an_earlier_run_the_same_day_stays_news_while_open() -> None:
+    nights = Nights()
+    first = nights.run(1, [MESSAGE, RULE])
+    rerun = nights.run(1, [MESSAGE], earlier=first.changes.events)  # the rule went since
+    assert rerun.update.new.empty
+    assert rerun.update.news == {"msg-1": "found"}  # rule-1 resolved: not news, not listed
+
+
+# -- properties over any sequence of nights ---------------------------------------------------
+
+SNAPSHOTS = 3  # findings 0..2 are inbox rules (snapshots), 3..5 messages (events)
+NIGHT = st.tuples(
+    st.sets(st.integers(0, 5)),  # the findings present tonight
+    st.booleans(),  # the mailbox's rules were read in full
+    st.sets(st.sampled_from(["ra", "rb"])),  # rules turned off tonight
+    st.tuples(*[st.sampled_from(SEVERITIES)] * 6),  # each finding's severity tonight
+    st.sets(st.integers(0, 5)),  # findings a person acknowledges after the night
+)
+
+
+def lifecycle_finding(i: int, severity: str) -> dict[str, Any]:
+    if i < SNAPSHOTS:
+        return finding(f"f{i}", "inbox_rule", f"{MAILBOX}/rule{i}", rule_id="ra" if i % 2
+                       else "rb", severity=severity)
+    return finding(f"f{i}", "message", f"<m{i}@school.example>", rule_id="ra" if i % 2 else "rb",
+                   severity=severity)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(NIGHT, min_size=1, max_size=5))
+def test_any_sequence_of_nights_opens_each_finding_once_and_never_resolves_one_still_there(
+        sequence: list[tuple[set[int], bool, set[str], tuple[str, ...], set[int]]]) -> None:
+    nights = Nights()
+    opened: list[str] = []
+    for n, (present, read, off, severities, acks) in enumerate(sequence, start=1):
+        state = "ok" if read else "failed"
+        before = nights.known.set_index("finding_id")
+        found = [lifecycle_finding(i, severities[i]) for i in sorted(present)]
+        ledger = nights.run(n, found, coverage((MAILBOX, "messageRules", state)),
+                            rules_off=off)
+        events = ledger.changes.events
+        opened += events.loc[events["event"] == "opened", "finding_id"].tolist()
+        after = nights.known.set_index("finding_id")
+        for i in present:  # still there: never resolved
+            assert after.loc[f"f{i}", "status"] != "resolved"
+        for fid in ids(ledger.update.resolved):
+            i = int(fid[1:])
+            assert i not in present and i < SNAPSHOTS and read
+            assert before.loc[fid, "rule_id"] not in off
+        for fid in events.loc[events["event"] == "escalated", "finding_id"]:
+            assert SEVERITY_RANK[after.loc[fid, "severity"]] > SEVERITY_RANK[
+                before.loc[fid, "severity"]]
+        open_ids = set(after.index[after["status"] == "open"])
+        assert set(ledger.update.news) <= open_ids
+        assert set(ids(ledger.update.open_now)) == open_ids
+        for i in acks & set(range(6)):
+            if f"f{i}" in after.index:
+                row = after.loc[f"f{i}"].to_dict()
+                nights.known = apply(nights.known, acknowledge({"finding_id": f"f{i}", **row},
+                                                               "IT", "dealt with", night(n)))
+    assert sorted(opened) == sorted(set(opened))  # each finding opens once, ever

@@ -135,8 +135,8 @@ def status_of(db: StateDB, finding_id: str) -> str:
 def test_open_creates_owner_only_file_and_folder_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "state.db"
     with StateDB.open(path) as state:
-        assert state.schema_version == 5  # 2: enforcement journal; 3: notifications;
-        # 4: breaches; 5: read marks and state facts
+        assert state.schema_version == 6  # 2: enforcement journal; 3: notifications;
+        # 4: breaches; 5: read marks and state facts; 6: the findings lifecycle
         state.start_run(None, None, T0)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -145,7 +145,7 @@ def test_open_creates_owner_only_file_and_folder_in_wal_mode(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with StateDB.open(path) as again:
-        assert again.schema_version == 5
+        assert again.schema_version == 6
 
 
 def test_open_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:

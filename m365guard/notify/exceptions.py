@@ -5,12 +5,15 @@ mailbox forwarding to the local authority during a transfer) should not be raise
 night, but must not vanish either. An exception names one finding or an entity (a mailbox, an
 address, a rule); while it lasts, matching findings are shown as accepted rather than new or
 open, and no alert goes out for them; the day after its last day they come back, and the next
-night alerts on them again. Stored in migration 4 of the state file; functions take a sqlite3
-connection from `notify.log.connect`.
+night alerts on them again. The nightly run applies them too (`for_night`): an accepted finding
+is listed as accepted in the findings CSV and never earns exit 3; one whose exception ended
+since the previous day's report is news again. Stored in migration 4 of the state file;
+functions take a sqlite3 connection from `notify.log.connect`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from m365guard.errors import ExitCode, GuardError
+from m365guard.ledger import FindingsUpdate
 from m365guard.records import iso
 from m365guard.reports.weeks import local_day, local_midnight
 
@@ -95,6 +99,28 @@ def covered(findings: pd.DataFrame, table: pd.DataFrame, moment: datetime) -> se
     for _, exception in active_at(table, moment).iterrows():
         ids |= set(findings.loc[matches(findings, exception), "finding_id"])
     return ids
+
+
+def covering(findings: pd.DataFrame, table: pd.DataFrame, moment: datetime) -> dict[str, str]:
+    """finding id -> the last day (YYYY-MM-DD) of the exception in force at `moment` that
+    covers it longest."""
+    days: dict[str, str] = {}
+    for _, exception in active_at(table, moment).iterrows():
+        for finding_id in findings.loc[matches(findings, exception), "finding_id"]:
+            days[str(finding_id)] = max(days.get(str(finding_id), ""), str(exception["last_day"]))
+    return days
+
+
+def for_night(update: FindingsUpdate, table: pd.DataFrame, since: datetime,
+              now: datetime) -> FindingsUpdate:
+    """The night's update with exceptions applied: open findings covered now are `accepted`;
+    those whose cover ended in (since, now] are news again ("exception ended")."""
+    if table.empty:
+        return update
+    open_now = update.open_now
+    back = expired_between(open_now, table, since, now)
+    news = {**{fid: "exception ended" for fid in sorted(back)}, **update.news}
+    return dataclasses.replace(update, news=news, accepted=covering(open_now, table, now))
 
 
 def expired_between(findings: pd.DataFrame, table: pd.DataFrame, start: datetime,

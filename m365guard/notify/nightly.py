@@ -33,7 +33,7 @@ def notify_after_run(policy: Policy, conn: ConnectionSettings, outcome: NightlyO
                      ) -> list[notify_log.Notification]:
     """Send the night's alerts; every outcome is logged and written to the run JSON."""
     now = now or datetime.now(UTC)
-    fresh = pd.concat([outcome.update.new, outcome.update.reopened], ignore_index=True)
+    fresh = outcome.update.fresh  # new, reopened and escalated: an escalation is news
     try:
         fresh = _casework(policy, outcome, fresh, now)
     except Exception:  # the breach log and exceptions must not stop the alerts either

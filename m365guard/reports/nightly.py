@@ -1,9 +1,12 @@
 """The nightly outputs: findings-YYYY-MM-DD.csv for the technician and run-YYYY-MM-DD.json.
 
-The CSV lists what needs attention after tonight's run: new findings (and ones back after
-being resolved) first, then everything still open, highest severity first. The JSON is the
-run's own record: window, outcome, what was and was not covered and why, so a clean night can
-be told apart from a night that could not look.
+The CSV lists what needs attention after tonight's run: the day's news first (found, back
+after being resolved, escalated, retargeted, or back after its exception ended; `why_new` says
+which), then everything still open, highest severity first; findings an exception covers are
+listed last with `accepted_until`, never as new. A second run on the same day keeps the news of
+the first (the technician may not have read it; ledger.py). The JSON is the run's own record:
+window, outcome, what was and was not covered and why, so a clean night can be told apart from
+a night that could not look.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ NIGHTLY_COLUMNS: tuple[str, ...] = (
     "times_seen",
     "status",
     "is_new",
+    "why_new",
+    "accepted_until",
 )
 
 
@@ -39,17 +44,21 @@ class NightlyPaths:
 
 
 def nightly_findings(update: FindingsUpdate) -> pd.DataFrame:
-    """The findings CSV table: new and reopened (is_new) then still open, by severity."""
-    fresh = pd.concat([update.new, update.reopened], ignore_index=True)
-    table = pd.concat(
-        [fresh.assign(is_new=True), update.still_open.assign(is_new=False)], ignore_index=True
-    )
+    """The findings CSV table: the day's news (is_new) first, then open, then accepted, each by
+    severity."""
+    table = update.open_now
     if table.empty:
-        table = empty_frame(FINDING_FRAME_SCHEMA).assign(is_new=pd.Series([], dtype=bool))
-    table = table.assign(_rank=table["severity"].map(SEVERITY_RANK).fillna(-1))
+        table = empty_frame(FINDING_FRAME_SCHEMA)
+    ids = table["finding_id"].astype(str)
+    accepted_until = ids.map(update.accepted).fillna("")
+    why_new = ids.map(update.news).fillna("").where(accepted_until == "", "")
+    table = table.assign(is_new=(why_new != "").astype(bool), why_new=why_new,
+                         accepted_until=accepted_until,
+                         _accepted=accepted_until != "",
+                         _rank=table["severity"].map(SEVERITY_RANK).fillna(-1))
     table = table.sort_values(
-        ["is_new", "_rank", "occurred_at", "finding_id"],
-        ascending=[False, False, True, True],
+        ["is_new", "_accepted", "_rank", "occurred_at", "finding_id"],
+        ascending=[False, True, False, True, True],
         kind="stable",
         na_position="last",
     )
@@ -63,12 +72,12 @@ def run_summary(
     coverage = conform("coverage", coverage)
     covered = coverage["status"].isin(READ_IN_FULL)
     gaps = coverage[~covered].sort_values(["mailbox", "folder"], kind="stable")
-    open_now = pd.concat([update.new, update.reopened, update.still_open], ignore_index=True)
+    open_now = update.open_now
     by_rule: dict[str, dict[str, int]] = {}
     for rule_id, severity in zip(open_now["rule_id"], open_now["severity"], strict=True):
         counts = by_rule.setdefault(str(rule_id), {})
         counts[str(severity)] = counts.get(str(severity), 0) + 1
-    new_findings = pd.concat([update.new, update.reopened], ignore_index=True)
+    new_findings = update.fresh
     return {
         "run_id": run.run_id,
         "started_at": iso(run.started_at),
@@ -99,12 +108,16 @@ def run_summary(
             "reopened": len(update.reopened),
             "still_open": len(update.still_open),
             "resolved": len(update.resolved),
+            "escalated": len(update.escalated),
+            "news_today": len(update.alerting()),
+            "accepted": len(update.accepted),
             "new_by_severity": _by_severity(new_findings),
             "open_by_severity": _by_severity(open_now),
             "open_by_rule": dict(sorted(by_rule.items())),
         },
         "counts": run.counts,
         "granted_permissions": list(run.granted_permissions),
+        "rules_off": list(run.rules_off),
         "error": run.error,
     }
 

@@ -20,9 +20,10 @@ from m365guard.records import NIGHT_ORDER, RunRecord
 from m365guard.reports.weeks import IsoWeek, local_day
 from m365guard.tables import SEVERITY_RANK
 
-OPENING_EVENTS = ("opened", "reopened")
+# an escalated or retargeted finding is news like a new one (ledger.py)
+OPENING_EVENTS = ("opened", "reopened", "escalated", "retargeted")
 STATUS_EVENTS = {"opened": "open", "reopened": "open", "resolved": "resolved",
-                 "acknowledged": "acknowledged"}
+                 "acknowledged": "acknowledged", "escalated": "open", "retargeted": "open"}
 TREND_WEEKS = 12
 NOT_MONITORED = "not monitored yet"
 NOT_YET = "not yet"  # a night of the week in progress that has not come
@@ -235,6 +236,17 @@ def monitoring_nights(data: WeeklyInput) -> pd.DataFrame:
             best = "missed"
         rows.append({"date": day, "outcome": best, "runs": len(outcomes)})
     return pd.DataFrame(rows)
+
+
+def rules_off(data: WeeklyInput) -> dict[str, int]:
+    """Rule id -> on how many nights of the week it was turned off (its findings stayed as
+    they were: not checked is not resolved)."""
+    zone = data.week.zone
+    nights: dict[str, set[object]] = {}
+    for run in data.runs:
+        for rule_id in run.rules_off:
+            nights.setdefault(rule_id, set()).add(local_day(run.started_at, zone))
+    return {rule_id: len(days) for rule_id, days in sorted(nights.items())}
 
 
 def days_label(week: IsoWeek) -> str:

@@ -26,6 +26,7 @@ from m365guard.reports.weekly import (
     days_label,
     monitoring_nights,
     new_this_week,
+    rules_off,
     still_open,
     uk_date,
     weekly_summary,
@@ -193,7 +194,12 @@ def _monitoring(data: WeeklyInput, nights: pd.DataFrame) -> str:
         notes.append(f"{plural(int((nights['outcome'] == NOT_YET).sum()), 'night')}"
                      " of this week still to come.")
     css = "warn" if not gaps.empty else "muted"
-    return (f'<h2>Monitoring</h2><p class="{css}">{text(line)}</p>'
+    off = [f"{data.title(rule_id)} on {plural(count, 'night')}"
+           for rule_id, count in rules_off(data).items()]
+    turned_off = ('<p class="warn">Not checked, turned off in policies.toml:'
+                  f' {text("; ".join(off))}. Their findings are kept as they were, not'
+                  " resolved.</p>" if off else "")
+    return (f'<h2>Monitoring</h2><p class="{css}">{text(line)}</p>' + turned_off
             + "".join(f'<p class="muted small">{text(note)}</p>' for note in notes))
 
 

@@ -106,8 +106,9 @@ def test_audit_record_and_export_rows(tmp_path: Path) -> None:
                       '"a@school.sch.uk","smtp:a@yahoo.co.uk","","False"\n'
                       '"b@school.sch.uk","","","False"\n', encoding="utf-8")
     rows = read_forwarding_export(export)
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        ("a@school.sch.uk", "a@yahoo.co.uk", False, "export")]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [  # b: listed, forwards nowhere
+        ("a@school.sch.uk", "a@yahoo.co.uk", False, "export"), ("b@school.sch.uk", "", False,
+                                                                 "export")]
     assert isinstance(rows[0][4], dt.datetime)
     export.write_text("Name,Alias\nx,y\n")
     with pytest.raises(GuardError) as caught:
