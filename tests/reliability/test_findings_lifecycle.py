@@ -58,6 +58,7 @@ staff_groups = ["All Staff"]
 audit_poll_seconds = 0.0
 [state]
 path = "state/db"
+max_gap_days = 400  # nights months apart: the audit log's 180 days pass between two
 [output]
 dir = "out"
 """
