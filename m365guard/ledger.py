@@ -55,8 +55,8 @@ from m365guard.tables import (
 
 # Where a snapshot finding lives: the coverage folder that must be read in full before its
 # absence means it is gone. Inbox rules are judged per mailbox; chats (which belong to no single
-# mailbox) and mailbox forwarding (read from the tenant-wide audit log) on every coverage row of
-# their source.
+# mailbox) and mailbox forwarding (the tenant-wide audit log and export: FORWARDING_SOURCES) on
+# every coverage row of their source.
 SNAPSHOT_SOURCES: dict[str, str] = {
     INBOX_RULE: "messageRules",
     MAILBOX_FORWARDING: "auditLog",
@@ -68,6 +68,9 @@ SNAPSHOT_SOURCES: dict[str, str] = {
 }
 TENANT_WIDE_SNAPSHOTS = frozenset({CHAT, MAILBOX_FORWARDING, "outbound_spam_policy",
                                    "remote_domain", "transport_rule"})
+# Mailbox forwarding has two sources, the audit log and the Exchange mailbox export: each is
+# evidence of what holds now (forwarding.py), so reading every one the night asked resolves.
+FORWARDING_SOURCES = ("auditLog", "forwardingExport")
 
 Row = dict[str, Any]
 # Why a finding is news in the day's report (the nightly CSV's why_new), by the event that
@@ -189,7 +192,9 @@ def covered_snapshots(known: pd.DataFrame, coverage: pd.DataFrame) -> set[str]:
     tenant_wide_covered = {
         object_type: bool(len(rows)) and bool(rows["status"].isin(READ_IN_FULL).all())
         for object_type in TENANT_WIDE_SNAPSHOTS
-        for rows in [coverage[coverage["folder"] == SNAPSHOT_SOURCES[object_type]]]
+        for rows in [coverage[coverage["folder"].isin(
+            FORWARDING_SOURCES if object_type == MAILBOX_FORWARDING
+            else [SNAPSHOT_SOURCES[object_type]])]]
     }
     candidates = known[(known["status"] == "open")
                        & known["object_type"].isin(list(SNAPSHOT_SOURCES))]

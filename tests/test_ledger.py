@@ -243,3 +243,15 @@ def test_any_sequence_of_nights_opens_each_finding_once_and_never_resolves_one_s
                 nights.known = apply(nights.known, acknowledge({"finding_id": f"f{i}", **row},
                                                                "IT", "dealt with", night(n)))
     assert sorted(opened) == sorted(set(opened))  # each finding opens once, ever
+
+
+def test_mailbox_forwarding_resolves_on_the_export_alone_when_the_audit_log_is_not_read() -> None:
+    forward = finding("fwd-1", "mailbox_forwarding", f"{MAILBOX}/jo@gmail.com")
+    export_read = coverage(("", "forwardingExport", "ok"))
+    nights = Nights()
+    nights.run(1, [forward], export_read)
+    gone = nights.run(2, [], export_read)  # the export lists the mailbox without forwarding
+    assert ids(gone.update.resolved) == ["fwd-1"]
+    nights.run(3, [forward], export_read)
+    failed_audit = coverage(("", "forwardingExport", "ok"), ("", "auditLog", "failed"))
+    assert nights.run(4, [], failed_audit).update.resolved.empty

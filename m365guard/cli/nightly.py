@@ -96,6 +96,7 @@ def register(app: typer.Typer) -> None:
         for path in remove_stale_temp_files(out_dir, started):
             log.info("removed %s, left by a write that was killed", path)
         typer.echo(printable(f"{outcome.run.outcome}: {len(outcome.update.new)} new, "
+                             f"{len(outcome.update.escalated)} escalated, "
                              f"{len(outcome.update.still_open)} still open, "
                              f"{len(outcome.update.resolved)} resolved -> "
                              f"{outcome.paths.findings_csv}"))

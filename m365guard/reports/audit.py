@@ -186,7 +186,7 @@ def clauses_table(
             "clause_id": clause_id, "clause": text, "coverage": cover.level,
             "rule_ids": ";".join(cover.rule_ids), "how": cover.note,
             "findings_in_period": events("opened", "reopened", "seen", "resolved",
-                                         "acknowledged"),
+                                         "acknowledged", "escalated", "retargeted"),
             "opened_in_period": events("opened"),
             "open_at_period_end": int(status[status.index.isin(ids)].eq("open").sum()),
             "resolved_in_period": events("resolved"),
