@@ -1,4 +1,4 @@
-"""What a run changes in the findings history: new, still open, resolved, reopened.
+"""What a run changes in the findings history: new, reopened, escalated, still open, resolved.
 
 Pure: the findings state knows, tonight's findings and coverage in; the rows to write, their
 events and the update the reports show out. The store (state.py) only writes what this module

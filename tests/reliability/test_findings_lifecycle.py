@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from site_support import DATA, read_csv
 from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.config import load_policy
 from m365guard.demo import connection_for
+from m365guard.emulator.sendmail import outbox
 from m365guard.emulator.server import RunningEmulator, start_in_thread
 from m365guard.emulator.state import Tenant, Window, parse_time
 from m365guard.errors import ExitCode
@@ -34,6 +36,7 @@ from m365guard.forwarding import latest_forwarding, remembered
 from m365guard.ledger import acknowledge
 from m365guard.notify import exceptions
 from m365guard.notify.log import connect
+from m365guard.notify.nightly import notify_after_run
 from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.weekly_page import weekly_html
 from m365guard.reports.weeks import IsoWeek
@@ -63,6 +66,8 @@ max_gap_days = 400  # nights months apart: the audit log's 180 days pass between
 dir = "out"
 """
 RULE_OFF = f"[rules.{FORWARDING_RULE}]\nenabled = false\n"
+IT = "it@manbylodge.sch.uk"
+NOTIFY = f'[notify]\nsender = "head@manbylodge.sch.uk"\nit = ["{IT}"]\n'
 
 
 @dataclass
@@ -80,6 +85,14 @@ class Tiny:
         (self.root / "policies.toml").write_text(POLICY + policy_extra, encoding="utf-8")
         return run_nightly(load_policy(self.root / "policies.toml"),
                            connection_for(self.emulator.settings), self.root / "out", now=now)
+
+    def alert(self, outcome: NightlyOutcome) -> list[set[str]]:
+        """Send the night's alerts as `nightly` does; the finding ids of each mail to IT."""
+        notify_after_run(load_policy(self.root / "policies.toml"),
+                         connection_for(self.emulator.settings), outcome,
+                         now=outcome.run.started_at + timedelta(minutes=5))
+        return [set(re.findall(r"<code>([^<]+)</code>", mail.message["body"]["content"]))
+                for mail in outbox(self.tenant).sent if mail.recipients() == [IT]]
 
     @property
     def db_path(self) -> Path:
@@ -199,6 +212,18 @@ def test_an_inbox_rule_turned_on_is_escalated_news_even_after_an_acknowledgement
         events = db.finding_history([str(info["finding_id"])])
     assert events["event"].tolist() == ["opened", "acknowledged", "escalated"]
     assert csv_rows(tiny.night(2))[INBOX_RULE]["is_new"] == "false"  # news once, then open
+
+
+def test_an_escalation_is_alerted_like_a_new_high_finding(tiny: Tiny) -> None:
+    # Exchange RBAC for Applications: the app may send as the sender mailbox only
+    outbox(tiny.tenant).grant(tiny.emulator.settings.client_id, "head@manbylodge.sch.uk")
+    tiny.inbox_rule()["isEnabled"] = False
+    first = tiny.night(0, NOTIFY)
+    rule_id = str(first.update.new.set_index("object_id").loc[INBOX_RULE, "finding_id"])
+    assert rule_id not in set().union(*tiny.alert(first))  # info: no alert
+    tiny.inbox_rule()["isEnabled"] = True
+    mails = tiny.alert(tiny.night(1, NOTIFY))
+    assert len(mails) == 2 and mails[-1] == {rule_id}  # one mail to IT that night, the rule
 
 
 def test_an_inbox_rule_re_pointed_shows_its_new_target_as_news(tiny: Tiny) -> None:
