@@ -188,6 +188,9 @@ class CollectSection(_Section):
     # the app to: other mailboxes are not asked and reported as excluded. Unset: all
     mailbox_scope_group: str | None = None
     request_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=600)
+    # Teams GETs a second (list chats, a chat's members; each $batch item counts): under
+    # Graph's 30 per app per tenant (concepts/throttling-limits.md)
+    teams_requests_per_second: StrictFloat = Field(default=25.0, gt=0, le=100_000)
 
 
 def _default_state_path() -> Path:

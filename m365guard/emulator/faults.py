@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -51,6 +51,11 @@ class FaultConfig:
     # the app read; any other mailbox answers 403 ErrorAccessDenied although the role is
     # granted (applicationaccesspolicy, Exchange RBAC for Applications). None: all mailboxes
     mailbox_scope: frozenset[str] | None = None
+    # Teams GETs other than those throttling-limits.md names (includes/throttling-teams.md:
+    # "Other GET API calls for Microsoft Teams | 30 rps", limit per app per tenant): list
+    # chats and a chat's members, $batch items each counted (json-batching.md: "Requests in
+    # a batch are evaluated individually against the applicable throttling limits")
+    teams_requests_per_second: float = 30.0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,
@@ -61,7 +66,7 @@ class FaultConfig:
         if self.error_rate + self.reset_rate + self.slow_rate > 1.0:
             raise ValueError("error_rate + reset_rate + slow_rate must not exceed 1")
         if (self.mailbox_concurrency < 1 or self.budget_requests < 1 or self.budget_window_s <= 0
-                or self.filtered_delta_cap < 1):
+                or self.filtered_delta_cap < 1 or self.teams_requests_per_second <= 0):
             raise ValueError("throttling limits must be positive")
         if not self.retry_after_s or any(value <= 0 for value in self.retry_after_s):
             raise ValueError("retry_after_s needs positive values")
@@ -105,6 +110,7 @@ class FaultEngine:
             self._in_flight: Counter[tuple[str, str]] = Counter()
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
             self._lost = 0  # audit query creations answered 504 so far
+            self._teams: dict[str, deque[float]] = {}  # per app: its Teams GETs' last second
 
     def admit(self, app_id: str, mailbox: str) -> Throttled | None:
         """Count a request against the app+mailbox limits; on success call release() after."""
@@ -125,6 +131,21 @@ class FaultEngine:
                                  format_retry_after(self._rng.choice(config.retry_after_s)))
             self._windows[key] = (started, count + 1)
             self._in_flight[key] += 1
+        return None
+
+    def admit_teams(self, app_id: str) -> Throttled | None:
+        """Count a Teams GET against the app's requests in the last second; past the limit,
+        429 with the seconds until the oldest of them leaves the window."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._teams.setdefault(app_id, deque())
+            while recent and now - recent[0] >= 1.0:
+                recent.popleft()
+            if len(recent) >= self.config.teams_requests_per_second:
+                wait = max(1.0 - (now - recent[0]), 0.001)
+                return Throttled("TooManyRequests", "Too many requests: the app is over its"
+                                 " Teams request limit.", format_retry_after(round(wait, 3)))
+            recent.append(now)
         return None
 
     def release(self, app_id: str, mailbox: str) -> None:

@@ -67,6 +67,7 @@ class GraphRoute:
     roles: tuple[str, ...]
     denied: tuple[str, str]
     per_mailbox: bool = False  # subject to Outlook's per app+mailbox limits
+    teams: bool = False  # an "other GET" of Teams: 30 per second per app (faults.py)
     pattern: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,9 +102,10 @@ GRAPH_ROUTES = (
     GraphRoute("POST", "/users/{user_id}/sendMail", sendmail.send_mail, (), EXCHANGE_DENIED),
     GraphRoute("GET", "/users/{user_id}/mailboxSettings", h.get_mailbox_settings,
                SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/chats", h.list_user_chats, CHATS_READ, FORBIDDEN),
+    GraphRoute("GET", "/users/{user_id}/chats", h.list_user_chats, CHATS_READ, FORBIDDEN,
+               teams=True),
     GraphRoute("GET", "/chats/{chat_id}/members", h.list_chat_members, CHAT_MEMBERS_READ,
-               FORBIDDEN),
+               FORBIDDEN, teams=True),
     GraphRoute("POST", "/security/auditLog/queries", h.create_audit_query, AUDIT_READ, FORBIDDEN),
     GraphRoute("GET", "/security/auditLog/queries", h.list_audit_queries, AUDIT_READ, FORBIDDEN),
     GraphRoute("GET", "/security/auditLog/queries/{query_id}", h.get_audit_query, AUDIT_READ,
@@ -235,6 +237,10 @@ class GraphGate:
             code, message = route.denied
             raise h.GraphError(403, code, message.format(", ".join(route.roles),
                                                          ", ".join(sorted(claims.roles))))
+        if route.teams:
+            refused = self.service.faults.admit_teams(claims.app_id)
+            if refused is not None:
+                raise self.throttled(refused.code, refused.message, refused.retry_after)
         if not route.per_mailbox:
             if not in_batch:
                 await self.latency()

@@ -66,18 +66,52 @@ class Stream:
     # whose messages it leaves to the sentitems delta ("" when it listed nothing)
     exclude_folder: str = ""
     dropped: list[tuple[str, str]] = field(default_factory=list)  # its items left out, so far
+    paced: bool = False  # a Teams GET: at most `teams_rate` a second (see Pacer)
 
     def restart(self, number: int) -> None:
         self.url, self.resynced, self.items, self.rows = self.start_url, True, 0, {}
         self.number = number
 
 
+class Pacer:
+    """At most `rate` requests in any second as the server counts them, each `$batch` item on
+    its own (json-batching.md). Teams' "other GETs" (list chats, a chat's members) are limited
+    to 30 a second per app per tenant (concepts/throttling-limits.md,
+    includes/throttling-teams.md). Graph counts an item when it handles it, somewhere between
+    sending and the answer, so an item holds its place from being sent until a second after
+    its answer: however the round trips vary, no second at the server sees more than `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.limit = max(int(rate), 1)
+        self.in_flight = 0
+        self.answered: deque[float] = deque()  # when each of the last second's answers came
+
+    def free(self, now: float) -> int:
+        while self.answered and now - self.answered[0] >= 1.0:
+            self.answered.popleft()
+        return self.limit - self.in_flight - len(self.answered)
+
+    def spend(self, count: int) -> None:
+        self.in_flight += count
+
+    def done(self, count: int, now: float) -> None:
+        self.in_flight -= count
+        self.answered.extend([now] * count)
+
+    def next_free(self) -> float | None:
+        """When a place frees (monotonic time); None: when an answer comes."""
+        return self.answered[0] + 1.0 if self.answered else None
+
+
 class BatchScheduler:
     """Sends streams' GETs through `$batch` until each is done; keeps the mail pages' tables."""
 
     def __init__(self, session: GraphSession, decoder: ThreadPoolExecutor, *,
-                 max_batches_in_flight: int, mailbox_concurrency: int) -> None:
+                 max_batches_in_flight: int, mailbox_concurrency: int,
+                 teams_rate: float = 25.0) -> None:
         self.session = session
+        self.pacer = Pacer(teams_rate)
+        self.paced_out = False  # the last pick left Teams GETs for the pacer
         self.decoder = decoder  # Arrow releases the GIL while it parses
         self.max_batches_in_flight = max_batches_in_flight
         self.mailbox_concurrency = mailbox_concurrency
@@ -108,7 +142,11 @@ class BatchScheduler:
                 if not picked:
                     break
                 active[asyncio.ensure_future(self.exchange(picked))] = picked
-            timeout = max(waiting[0][0] - time.monotonic(), 0.0) if waiting else None
+            wakes = [waiting[0][0]] if waiting else []
+            free_at = self.pacer.next_free() if self.paced_out else None
+            if free_at is not None:  # ready Teams GETs wait for the pacer
+                wakes.append(free_at)
+            timeout = max(min(wakes) - time.monotonic(), 0.0) if wakes else None
             if not active:
                 await asyncio.sleep(timeout or 0.0)
                 continue
@@ -116,6 +154,7 @@ class BatchScheduler:
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 picked = active.pop(task)
+                self.pacer.done(sum(stream.paced for stream in picked), time.monotonic())
                 for stream, reply in zip(picked, task.result(), strict=True):
                     in_flight[stream.mailbox_id] -= 1
                     delay = handle(stream, reply)
@@ -127,18 +166,27 @@ class BatchScheduler:
                         heapq.heappush(waiting, (time.monotonic() + delay, next(order), stream))
 
     def _pick(self, ready: deque[Stream], in_flight: Counter[str]) -> list[Stream]:
-        """Up to BATCH_LIMIT ready streams, all mail or none, within each mailbox's limit."""
+        """Up to BATCH_LIMIT ready streams, all mail or none, within each mailbox's limit and
+        the pacer's."""
         picked: list[Stream] = []
         skipped: list[Stream] = []
+        now = time.monotonic()
+        paced = self.pacer.free(now)
+        self.paced_out = False
         while ready and len(picked) < BATCH_LIMIT:
             stream = ready.popleft()
-            if (in_flight[stream.mailbox_id] < self.mailbox_concurrency
+            if stream.paced and paced <= 0:
+                self.paced_out = True
+                skipped.append(stream)
+            elif (in_flight[stream.mailbox_id] < self.mailbox_concurrency
                     and (not picked or picked[0].delta == stream.delta)):
                 in_flight[stream.mailbox_id] += 1
                 picked.append(stream)
+                paced -= stream.paced
             else:
                 skipped.append(stream)
         ready.extendleft(reversed(skipped))
+        self.pacer.spend(sum(stream.paced for stream in picked))
         return picked
 
     async def exchange(self, picked: list[Stream]) -> list[BatchReply]:

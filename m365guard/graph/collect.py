@@ -80,6 +80,9 @@ class CollectRequest:
     # requests in flight per mailbox ([collect] max_concurrency): Outlook's documented limit
     # is 4 per app and mailbox
     mailbox_concurrency: int = 4
+    # Teams GETs (list chats, a chat's members) a second, each $batch item counted: under
+    # Graph's 30 per app per tenant (batch.Pacer)
+    teams_requests_per_second: float = 25.0
     audit_poll_seconds: float = 0.5  # first wait; doubles up to a minute
     audit_timeout_seconds: float = 1800.0
     # where each stream was last read in full, by (mailbox upn lowercased or "" tenant-wide,
@@ -123,7 +126,8 @@ class _Night:
                                       page_size=request.page_size, progress=progress)
         self.scheduler = BatchScheduler(
             session, decoder, max_batches_in_flight=request.max_batches_in_flight,
-            mailbox_concurrency=request.mailbox_concurrency)
+            mailbox_concurrency=request.mailbox_concurrency,
+            teams_rate=request.teams_requests_per_second)
         self.streams.spawn = self.scheduler.add
         self.spool: MailSpool | None = None
         self.audit = AuditReader(session, self.sink, self.directory,

@@ -213,7 +213,7 @@ class MailboxStreams:
             return str(builder.to_get_request_information(config).url)
 
         url = self.user_url("chats", user_id, build)
-        return Stream(upn, user_id, "chats", url, url, {}, delta=False)
+        return Stream(upn, user_id, "chats", url, url, {}, delta=False, paced=True)
 
     def chat_members_stream(self, upn: str, chat_id: str) -> Stream:
         """One chat's full member list (chat-list-members.md: one page, no query options)."""
@@ -222,7 +222,8 @@ class MailboxStreams:
                        .to_get_request_information().url)
 
         url = self.user_url(CHAT_MEMBERS, chat_id, build)
-        return Stream(upn, chat_id, CHAT_MEMBERS, url, url, {}, delta=False, chat_id=chat_id)
+        return Stream(upn, chat_id, CHAT_MEMBERS, url, url, {}, delta=False, chat_id=chat_id,
+                      paced=True)
 
     def skip(self, stream: Stream, reason: object) -> None:
         """One item of the stream left out (counted and logged)."""

@@ -7,7 +7,15 @@ import math
 from pathlib import Path
 
 import pytest
-from graph_support import FAST_RETRY, assert_same_table, cert_conn, clock, secret_conn
+from graph_support import (
+    FAST_RETRY,
+    FAST_TEAMS,
+    assert_same_table,
+    cert_conn,
+    clock,
+    fast_teams,
+    secret_conn,
+)
 
 from m365guard import tables
 from m365guard.emulator import synth
@@ -19,8 +27,9 @@ from m365guard.emulator.truth import expected_tables
 from m365guard.graph.client import open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect
 
-FAULTS = FaultConfig(seed=3, error_rate=0.1, reset_rate=0.02, batch_item_throttle_rate=0.1,
-                     empty_delta_page_rate=0.1, retry_after_s=(0.05, 0.128))
+FAULTS = fast_teams(FaultConfig(seed=3, error_rate=0.1, reset_rate=0.02,
+                                batch_item_throttle_rate=0.1, empty_delta_page_rate=0.1,
+                                retry_after_s=(0.05, 0.128)))
 
 
 def group_names(school: synth.SyntheticSchool) -> tuple[str, ...]:
@@ -32,7 +41,7 @@ def night(emulator: RunningEmulator, school: synth.SyntheticSchool, since: dt.da
           **options: object) -> CollectResult:
     settings = emulator.settings
     conn = cert_conn(settings) if cert else secret_conn(settings)
-    request = CollectRequest(since=since, delta_links=delta_links or {},
+    request = CollectRequest(since=since, delta_links=delta_links or {}, **FAST_TEAMS,
                              group_names=group_names(school), page_size=40,
                              audit_poll_seconds=0.0, **options)  # type: ignore[arg-type]
     with open_session(conn, FAST_RETRY) as session:

@@ -16,7 +16,14 @@ import httpx
 import orjson
 import pandas as pd
 import pytest
-from graph_support import FAST_RETRY, assert_same_table, clock, secret_conn
+from graph_support import (
+    FAST_RETRY,
+    FAST_TEAMS,
+    assert_same_table,
+    clock,
+    fast_teams,
+    secret_conn,
+)
 
 from m365guard.emulator import synth
 from m365guard.emulator.faults import FaultConfig
@@ -44,8 +51,9 @@ def _night(tenant: dict[str, Any], tmp_path: Path, *, faults: FaultConfig | None
         for folder in box.folders.values():
             for message in folder.messages:
                 message.data.update((corrupt or {}).get(message.id, {}))
-    with start_in_thread(served, workdir=tmp_path, faults=faults) as emulator:
+    with start_in_thread(served, workdir=tmp_path, faults=fast_teams(faults)) as emulator:
         request = CollectRequest(**{"since": now - dt.timedelta(days=30), "until": now,
+                                    **FAST_TEAMS,
                                     "page_size": 40, "audit_poll_seconds": 0.0, **options})
         with open_session(secret_conn(emulator.settings), retry) as session:
             result = collect(session, request)
