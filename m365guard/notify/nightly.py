@@ -33,7 +33,10 @@ def notify_after_run(policy: Policy, conn: ConnectionSettings, outcome: NightlyO
                      ) -> list[notify_log.Notification]:
     """Send the night's alerts; every outcome is logged and written to the run JSON."""
     now = now or datetime.now(UTC)
-    fresh = outcome.update.fresh  # new, reopened and escalated: an escalation is news
+    # the day's news (new, reopened, escalated, also from an earlier run of the day whose
+    # alert may have failed; at most one mail per role and night still holds: deliver.py)
+    open_now = outcome.update.open_now
+    fresh = open_now[open_now["finding_id"].isin(list(outcome.update.news))]
     try:
         fresh = _casework(policy, outcome, fresh, now)
     except Exception:  # the breach log and exceptions must not stop the alerts either
@@ -77,7 +80,8 @@ def _casework(policy: Policy, outcome: NightlyOutcome, fresh: pd.DataFrame,
     if opened:
         log.info("notify: %d new breach-log entries for the DPO", len(opened))
     back = exceptions.expired_between(still, table, previous, now)
-    fresh = pd.concat([fresh, still[still["finding_id"].isin(back)]], ignore_index=True)
+    fresh = pd.concat([fresh, still[still["finding_id"].isin(back)]],
+                      ignore_index=True).drop_duplicates("finding_id")
     accepted = exceptions.covered(fresh, table, now)
     return fresh[~fresh["finding_id"].isin(accepted)]
 

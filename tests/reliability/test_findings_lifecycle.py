@@ -226,6 +226,18 @@ def test_an_escalation_is_alerted_like_a_new_high_finding(tiny: Tiny) -> None:
     assert len(mails) == 2 and mails[-1] == {rule_id}  # one mail to IT that night, the rule
 
 
+def test_a_rerun_the_same_day_sends_the_alert_the_first_run_could_not(tiny: Tiny) -> None:
+    first = tiny.night(0, NOTIFY)
+    assert tiny.alert(first) == []  # the app may not send as the sender yet: 403, logged
+    outbox(tiny.tenant).grant(tiny.emulator.settings.client_id, "head@manbylodge.sch.uk")
+    rerun = tiny.night(0.25, NOTIFY)
+    assert rerun.update.fresh.empty  # nothing new since the first run
+    forwarding = set(first.update.new.loc[first.update.new["rule_id"] == FORWARDING_RULE,
+                                          "finding_id"])
+    assert tiny.alert(rerun) == [forwarding]
+    assert tiny.alert(tiny.night(0.5, NOTIFY)) == [forwarding]  # once a night, still
+
+
 def test_an_inbox_rule_re_pointed_shows_its_new_target_as_news(tiny: Tiny) -> None:
     tiny.night(0)
     target = tiny.inbox_rule()["actions"]["forwardTo"][0]["emailAddress"]
