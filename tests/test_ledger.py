@@ -9,6 +9,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from m365guard.forwarding import latest_forwarding, remembered
 from m365guard.ledger import FindingChanges, Ledger, acknowledge, compute_ledger
 from m365guard.records import FINDING_FRAME_SCHEMA, empty_frame
 from m365guard.tables import SEVERITIES, SEVERITY_RANK, make_table
@@ -255,3 +256,31 @@ def test_mailbox_forwarding_resolves_on_the_export_alone_when_the_audit_log_is_n
     nights.run(3, [forward], export_read)
     failed_audit = coverage(("", "forwardingExport", "ok"), ("", "auditLog", "failed"))
     assert nights.run(4, [], failed_audit).update.resolved.empty
+
+
+# -- mailbox forwarding remembered across the audit log's 180 days ------------------------------
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 600), st.sampled_from(["", "a@gmail.com", "b@aol.com"])),
+                max_size=6),
+       st.lists(st.integers(1, 179), min_size=1, max_size=6))
+def test_remembered_forwarding_is_the_latest_setting_whatever_ages_out(
+        settings_made: list[tuple[int, str]], gaps: list[int]) -> None:
+    """Nights at most 179 days apart, each reading only the last 180 days of audit records:
+    what state and tonight's records say together is the latest setting ever made."""
+    def observed(day: int, address: str, n: int) -> dict[str, Any]:
+        return {"mailbox": MAILBOX if n % 2 else MAILBOX.upper(), "address": address,
+                "source": "audit", "observed_at": T0 + timedelta(days=day), "record_id": f"r{n}"}
+
+    made = sorted(settings_made)
+    known = make_table("mailbox_forwarding", [])
+    today = 0
+    for gap in gaps:
+        today += gap
+        window = [observed(day, address, n) for n, (day, address) in enumerate(made)
+                  if today - 180 <= day <= today]
+        latest = latest_forwarding(remembered(known, make_table("mailbox_forwarding", window)),
+                                   keep_cleared=True)
+        known = latest.drop(columns="target")
+        truth = [address for day, address in made if day <= today]
+        assert latest["target"].tolist() == ([truth[-1]] if truth else [])
