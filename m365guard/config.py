@@ -205,6 +205,10 @@ class StateSection(_Section):
     # a clock further than this past the last run's window end is refused (a bad RTC, faketime);
     # 60 days leave room for a server switched off over the summer holiday (about six weeks)
     max_gap_days: StrictInt = Field(default=60, ge=1, le=3650)
+    # consistent copies kept in a backups folder beside the state, one per committed night
+    backups: StrictInt = Field(default=3, ge=0, le=100)
+    # how long to wait for a write lock another program holds on the state file, then exit 5
+    lock_wait_seconds: StrictFloat | StrictInt = Field(default=30, gt=0, le=3600)
 
 
 class OutputSection(_Section):

@@ -147,6 +147,15 @@ def _read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dic
                          ExitCode.INPUT_FILE_ERROR) from None
 
 
+ROSTER_COLUMNS = {"staff": ("upn", "personal_email"), "parent": ("email", "name", "pupil_upns")}
+
+
+def check_roster(path: Path, kind: str) -> int:
+    """The rows of a roster whose file and header are usable (else GuardError, exit 7): checked
+    before Graph is contacted (preflight.py), so a bad roster never costs a collection."""
+    return len(_read_csv_rows(path, ROSTER_COLUMNS[kind]))
+
+
 def _is_address(text: str) -> bool:
     local, _, domain = text.partition("@")
     return bool(local) and "." in domain and " " not in text

@@ -5,13 +5,17 @@ one transaction is here in plain sight: inside it the ledger is computed from th
 holds, the reports are written from those values to temp files, and the run's rows are written;
 only after COMMIT are the reports renamed into place. A run killed before COMMIT leaves the
 earlier runs' state exactly as it was (and no report of its own): the next run repeats the
-unfinished work (its delta links never advanced) and reports the same findings as new.
+unfinished work (its delta links and read marks never advanced) and reports the same findings
+as new. Before Graph is contacted the state and the local inputs are checked (preflight.py);
+after COMMIT the state is pruned and a backup kept (backups.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +27,9 @@ import pandas as pd
 from m365guard import stopping
 from m365guard.config import Policy
 from m365guard.enforce import verify as enforcement
-from m365guard.enforce.exchange_export import posture_for_night, with_posture
+from m365guard.enforce.exchange_export import with_posture
 from m365guard.errors import ExitCode, GuardError
-from m365guard.exports import ForwardingExport, load_forwarding_export
+from m365guard.exports import ForwardingExport
 from m365guard.files import StagedFiles
 from m365guard.forwarding import latest_forwarding, remembered
 from m365guard.graph.client import RetryPolicy
@@ -34,19 +38,13 @@ from m365guard.graph.settings import ConnectionSettings
 from m365guard.ledger import FindingsUpdate, build_inventory, compute_ledger
 from m365guard.notify import exceptions
 from m365guard.notify.log import connect
-from m365guard.records import RunOutcome, RunRecord, to_second
+from m365guard.preflight import TENANT_FACT, check_state, local_inputs
+from m365guard.records import RunOutcome, RunRecord, failure, to_second
 from m365guard.reports.nightly import NightlyPaths, nightly_files, nightly_paths
 from m365guard.rules import RULES, run_rules
 from m365guard.state import StateDB
 from m365guard.tables import NO_MAILBOX, READ_IN_FULL
-from m365guard.windows import (
-    AUDIT_LOG,
-    MarkKey,
-    check_clock,
-    next_read_marks,
-    window_start,
-)
-from m365guard.writable import os_error_line
+from m365guard.windows import AUDIT_LOG, MarkKey, next_read_marks, window_start
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +168,10 @@ def run_nightly(
     def elapsed() -> datetime:
         return to_second(now + timedelta(seconds=time.monotonic() - started))
 
-    with StateDB.open(policy.state.path) as db, db.lock():
-        last = db.last_successful_run(include_partial=True)
-        check_clock(last.window_end if last else None, now, policy.state.max_gap_days)
+    state = policy.state
+    with StateDB.open(state.path, wait_seconds=state.lock_wait_seconds) as db, db.lock():
+        # the state first: sound, writable, this tenant's, a clock that agrees with it
+        last = check_state(db, policy, conn.tenant_id, now)
         since = window_start(last, policy.collect.first_run_days, now)
         marks = db.read_marks()
         log.info("nightly: window %s .. %s", since.isoformat(), now.isoformat())
@@ -181,15 +180,12 @@ def run_nightly(
         retry = RetryPolicy(request_timeout=policy.collect.request_timeout_seconds,
                             deadline=started + policy.collect.run_deadline_minutes * 60)
         try:
-            # local inputs first: a bad export ends the run before Graph is contacted
-            export = load_forwarding_export(policy.collect.exchange_forwarding_export)
-            posture = posture_for_night(policy.enforce.exchange_export, now=now,
-                                        school_domains=policy.school.all_domains,
-                                        max_age_days=policy.enforce.exchange_export_max_age_days)
+            # local inputs next: a bad roster or export ends the run before Graph is contacted
+            local = local_inputs(policy, now)
             with open_session(conn, retry) as session:
                 run_id = db.start_run(since, now, now, granted_permissions=session.granted_roles)
                 log.info("nightly: run %d collecting", run_id)
-                result = collect(session, _request(policy, since, now, db, export, marks),
+                result = collect(session, _request(policy, since, now, db, local.export, marks),
                                  _stoppable(progress))
             stopping.checkpoint()
             for error in result.errors:
@@ -202,7 +198,7 @@ def run_nightly(
             # enforced rules: verified ones resolve their finding, re-enabled ones are drift
             verification = enforcement.nightly_check(policy.state.path, result.collected)
             findings = verification.findings(with_posture(
-                result.collected, run_rules(result.collected, policy), *posture))
+                result.collected, run_rules(result.collected, policy), *local.posture))
             coverage = result.collected["coverage"]
             rules_off = tuple(rule.RULE_ID for rule in RULES
                               if not policy.rules.for_rule(rule.RULE_ID).enabled)
@@ -216,6 +212,7 @@ def run_nightly(
             try:
                 # BEGIN IMMEDIATE: a `findings ack` waits until COMMIT, so it is never overwritten
                 with db.transaction():
+                    db.confirm_lock()  # a lock file removed mid-run no longer keeps others out
                     report_since = previous_report_start(db, now)
                     ledger = compute_ledger(
                         db.findings(), findings, coverage, run_id, now, rules_off=rules_off,
@@ -231,24 +228,24 @@ def run_nightly(
                                                   (*policy.collect.folders, AUDIT_LOG)))
                     db.write_forwarding_state(latest_forwarding(forwarding, keep_cleared=True)
                                               .drop(columns="target"), run_id)
+                    db.set_fact(TENANT_FACT, db.fact(TENANT_FACT) or conn.tenant_id)
                 committed = True
                 log.info("nightly: state committed")
                 reports.publish()
             finally:
                 reports.discard()
-        except (GuardError, OSError) as exc:  # every failed run keeps its reason
-            if not committed:
-                run_id = run_id or db.start_run(since, now, now)
-                db.fail_run(run_id, exc.message if isinstance(exc, GuardError)
-                            else os_error_line(exc), elapsed())
+        except BaseException as exc:  # every failed run keeps its reason
+            if not committed and (run_id or not isinstance(exc, KeyboardInterrupt)):
+                with contextlib.suppress(GuardError, sqlite3.Error):  # raise the first error
+                    db.fail_run(run_id or db.start_run(since, now, now), failure(exc),
+                                elapsed())
             raise
-        except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the run is recorded as interrupted
-            if run_id and not committed:
-                db.fail_run(run_id, f"interrupted by {stopping.requested() or 'SIGINT'}",
-                            elapsed())
-            raise
-        enforcement.record(policy.state.path, verification, run_id, now)
-        db.prune(policy.state.retention_days, now)
+        enforcement.record(state.path, verification, run_id, now)
+        db.prune(state.retention_days, now)  # after a clock check_state found sane
+        try:
+            db.keep_backup(run_id, now, state.backups)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("nightly: no state backup tonight (%s); the night is committed", exc)
     update = ledger.update
     log.info("nightly: %s, %d new, %d open, %d resolved", run.outcome, len(update.new),
              len(update.still_open), len(update.resolved))

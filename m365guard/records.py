@@ -7,6 +7,7 @@ UTC to the second (`iso`): a value computed in memory equals the same value read
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -15,7 +16,10 @@ from typing import Any, Literal, cast
 import pandas as pd
 from pandas.api.types import pandas_dtype
 
+from m365guard import stopping
+from m365guard.errors import GuardError
 from m365guard.tables import BOOL, INT, SCHEMAS, STR, TS
+from m365guard.writable import os_error_line
 
 RunOutcome = Literal["running", "complete", "partial", "failed"]
 # How a night is shown when several runs started on it: the best outcome wins.
@@ -141,6 +145,19 @@ class RunRecord:
     def night(self) -> date:
         """The UTC day the run started: the date in its report names."""
         return self.started_at.astimezone(UTC).date()
+
+
+def failure(exc: BaseException) -> str:
+    """The reason a failed run records (runs.error): every failure keeps one."""
+    if isinstance(exc, GuardError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    if isinstance(exc, KeyboardInterrupt):  # SIGTERM or Ctrl-C
+        return f"interrupted by {stopping.requested() or 'SIGINT'}"
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"the state file could not be written ({exc})"
+    return f"internal error: {type(exc).__name__}: {exc} (the log has the traceback)"
 
 
 def best_outcome(outcomes: Sequence[str]) -> str:

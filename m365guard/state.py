@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from m365guard import state_file
+from m365guard.backups import keep_backup
 from m365guard.errors import ExitCode, GuardError
 from m365guard.ledger import FindingChanges
 from m365guard.records import (
@@ -32,7 +34,7 @@ from m365guard.records import (
     iso_or_none,
     records,
 )
-from m365guard.runlock import lock_if_free
+from m365guard.runlock import HeldLock, holder_pid, lock_if_free
 from m365guard.store_reads import StoreReads, json_list
 from m365guard.tables import INT, TS, conform
 
@@ -257,47 +259,30 @@ _UPSERT_FINDING = (
 class StateDB(StoreReads):
     """The state file. Open with `StateDB.open(path)`; close it (or use it as a context)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, wait_seconds: float) -> None:
         self.path = path
         self._conn = conn
+        self.wait_seconds = wait_seconds
+        self._held: HeldLock | None = None
 
     # -- opening, schema, lock ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> StateDB:
-        """Open (creating owner-only if needed) and migrate the state file at `path`."""
+    def open(cls, path: Path, *, wait_seconds: float = 30.0) -> StateDB:
+        """Open (creating owner-only if it is a first night) and migrate the state file.
+
+        An empty, damaged or incomplete file is refused (state_file.py); another program's
+        write lock is waited for up to `wait_seconds` ([state] lock_wait_seconds), then exit 5.
+        """
         path = Path(path).expanduser()
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
             os.chmod(path.parent, 0o700)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise GuardError(
-                f"cannot open the state file {path} ({exc.strerror}); check state.path",
-                ExitCode.CONFIG_ERROR,
-            ) from exc
-        os.close(fd)
-        os.chmod(path, 0o600)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = state_file.connect(path, _MIGRATIONS, wait_seconds)
         conn.row_factory = sqlite3.Row
-        db = cls(path, conn)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            db._migrate()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise GuardError(
-                f"{path} is not an m365guard state file ({exc}); point state.path elsewhere",
-                ExitCode.CONFIG_ERROR,
-            ) from exc
-        except GuardError:
-            conn.close()
-            raise
+        db = cls(path, conn, wait_seconds)
         with lock_if_free(db.lock_path) as free:
-            if free:
+            if free is not None:
                 db._fail_abandoned_runs()
         return db
 
@@ -316,17 +301,24 @@ class StateDB(StoreReads):
         """The migration the file is at (SQLite user_version)."""
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def _migrate(self) -> None:
-        version = self.schema_version
-        if version > len(_MIGRATIONS):
-            raise GuardError(
-                f"{self.path} was written by a newer m365guard (schema {version}); upgrade",
-                ExitCode.CONFIG_ERROR,
-            )
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            self._conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+    def integrity_problem(self) -> str | None:
+        """SQLite's quick_check: None for a sound file, else its first complaint."""
+        return state_file.integrity_problem(self._conn)
+
+    def check_integrity(self) -> None:
+        """Refuse a damaged file (one line, the way out: state_file.refused)."""
+        problem = self.integrity_problem()
+        if problem is not None:
+            raise state_file.refused(self.path, f"is damaged (quick_check: {problem})")
+
+    def check_writable(self) -> None:
+        """Take and drop the write lock: another program's lock is met before Graph is."""
+        with self._waiting():
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("ROLLBACK")
+
+    def _waiting(self) -> contextlib.AbstractContextManager[None]:
+        return state_file.waiting(self.path, self.wait_seconds)
 
     @property
     def lock_path(self) -> Path:
@@ -336,26 +328,54 @@ class StateDB(StoreReads):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run lock; GuardError(ALREADY_RUNNING) at once if another process holds it."""
-        with lock_if_free(self.lock_path) as locked:
-            if not locked:
+        with lock_if_free(self.lock_path) as held:
+            if held is None:
+                pid = holder_pid(self.lock_path)
                 raise GuardError(
-                    f"another m365guard run holds {self.lock_path}; wait for it to finish",
+                    f"another m365guard run holds {self.lock_path}"
+                    f"{f' (pid {pid})' if pid else ''}; wait for it to finish",
                     ExitCode.ALREADY_RUNNING,
                 )
             self._fail_abandoned_runs()
-            yield
+            self._held = held
+            try:
+                yield
+            finally:
+                self._held = None
+
+    def confirm_lock(self) -> None:
+        """Before writing a run: the lock file must still be the one this run locked. Removed
+        or replaced, it no longer keeps a second run out, so this one stops (exit 5)."""
+        if self._held is not None and not self._held.intact():
+            raise GuardError(
+                f"the lock file {self.lock_path} was removed or replaced while this run held"
+                " it, so another run may have started; this run stopped without writing its"
+                " results (the next run repeats it)", ExitCode.ALREADY_RUNNING)
 
     def _fail_abandoned_runs(self) -> None:
         """Runs left 'running' while nobody holds the lock were killed: mark them failed."""
+        if self._conn.execute("SELECT 1 FROM runs WHERE outcome = 'running'").fetchone():
+            with self._waiting():
+                self._conn.execute(
+                    "UPDATE runs SET outcome = 'failed', error = ? WHERE outcome = 'running'",
+                    ("the process stopped before the run finished (killed or crashed)",),
+                )
+
+    def set_fact(self, name: str, value: str) -> None:
+        """Record a fact about the file itself (state_facts), e.g. the tenant it belongs to."""
         self._conn.execute(
-            "UPDATE runs SET outcome = 'failed', error = ? WHERE outcome = 'running'",
-            ("the process stopped before the run finished (killed or crashed)",),
-        )
+            "INSERT INTO state_facts (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def keep_backup(self, run_id: int, now: datetime, generations: int) -> Path | None:
+        """A consistent copy of the committed state in the backups folder (backups.py)."""
+        return keep_backup(self._conn, self.path, run_id, now, generations)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction (BEGIN IMMEDIATE): committed if the block ends, else undone."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        with self._waiting():
+            self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
@@ -374,25 +394,27 @@ class StateDB(StoreReads):
         granted_permissions: Iterable[str] = (),
     ) -> int:
         """Record a run as 'running' and return its id (it is committed at once)."""
-        cursor = self._conn.execute(
-            "INSERT INTO runs (started_at, outcome, window_start, window_end, granted_permissions)"
-            " VALUES (?, 'running', ?, ?, ?)",
-            (
-                iso(now),
-                iso_or_none(window_start),
-                iso_or_none(window_end),
-                orjson.dumps(sorted(set(granted_permissions))).decode(),
-            ),
-        )
+        with self._waiting():
+            cursor = self._conn.execute(
+                "INSERT INTO runs (started_at, outcome, window_start, window_end,"
+                " granted_permissions) VALUES (?, 'running', ?, ?, ?)",
+                (
+                    iso(now),
+                    iso_or_none(window_start),
+                    iso_or_none(window_end),
+                    orjson.dumps(sorted(set(granted_permissions))).decode(),
+                ),
+            )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def fail_run(self, run_id: int, error: str, now: datetime) -> None:
         """Mark a run failed without keeping any of its results."""
-        self._conn.execute(
-            "UPDATE runs SET outcome = 'failed', finished_at = ?, error = ? WHERE id = ?",
-            (iso(now), error, run_id),
-        )
+        with self._waiting():
+            self._conn.execute(
+                "UPDATE runs SET outcome = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                (iso(now), error, run_id),
+            )
 
     # -- writing a run (inside `transaction()`) -----------------------------------------------
 

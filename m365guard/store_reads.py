@@ -91,6 +91,12 @@ class StoreReads:
         rows = self._conn.execute("SELECT mailbox, folder, link FROM delta_links").fetchall()
         return {(row["mailbox"], row["folder"]): row["link"] for row in rows}
 
+    def fact(self, name: str) -> str | None:
+        """A fact about the file itself (state_facts), or None."""
+        row = self._conn.execute("SELECT value FROM state_facts WHERE name = ?",
+                                 (name,)).fetchone()
+        return None if row is None else str(row["value"])
+
     def read_marks(self) -> dict[tuple[str, str], datetime]:
         """Where each stream was last read in full, by (mailbox upn lowercased or "", kind)."""
         rows = self._conn.execute("SELECT mailbox, kind, read_until FROM read_marks").fetchall()

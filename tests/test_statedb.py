@@ -150,19 +150,110 @@ def test_open_creates_owner_only_file_and_folder_in_wal_mode(tmp_path: Path) -> 
 
 def test_open_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    path.touch(mode=0o644)
+    StateDB.open(path).close()
     os.chmod(path, 0o644)
     StateDB.open(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+def _drop_findings(path: Path) -> None:
+    StateDB.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE findings")
+    conn.close()
+
+
+def _scribble_over_pages(path: Path) -> None:
+    """A real state file with its pages after the first (the schema's) overwritten."""
+    with StateDB.open(path) as state:
+        for n in range(1, 40):
+            run_night(state, n, [message_finding(k) for k in range(n * 5)])
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = b"\xa5" * (len(data) - page)
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "empty": (lambda path: path.write_bytes(b""), "is empty (0 bytes)"),
+    "not sqlite": (lambda path: path.write_bytes(b"this is not sqlite at all" * 100),
+                   "not an SQLite database"),
+    "truncated header": (lambda path: path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 20),
+                         "not an SQLite database"),
+    "missing tables": (_drop_findings, "is missing tables (findings)"),
+    "damaged pages": (_scribble_over_pages, "is damaged"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_state_file_that_cannot_be_trusted_is_refused_never_replaced(
+        tmp_path: Path, case: str) -> None:
     path = tmp_path / "state.db"
-    path.write_bytes(b"this is not sqlite at all" * 100)
+    damage, words = DAMAGE[case]
+    damage(path)
+    before = path.read_bytes()
+    with pytest.raises(GuardError) as raised, StateDB.open(path) as state:
+        state.check_integrity()  # the nightly's preflight (quick_check)
+    message = raised.value.message
+    assert raised.value.exit_code == ExitCode.STATE_REFUSED
+    assert words in message and "\n" not in message, message
+    assert "Restoring the state" in message and "not replaced by a fresh one" in message
+    assert path.read_bytes() == before  # never replaced, never "repaired"
+
+
+def test_a_missing_state_is_a_first_night_unless_its_backups_show_it_existed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateDB.open(path) as state:  # a first night
+        run_night(state, 1, [rule_finding()])
+        backup = state.keep_backup(1, night(1), generations=3)
+    assert backup is not None and backup.parent == tmp_path / "backups"
+    path.unlink()
     with pytest.raises(GuardError) as raised:
         StateDB.open(path)
-    assert raised.value.exit_code == ExitCode.CONFIG_ERROR
-    assert "state.path" in raised.value.message
+    assert raised.value.exit_code == ExitCode.STATE_REFUSED
+    assert "is missing" in raised.value.message and str(backup) in raised.value.message
+    assert not path.exists()
+
+
+def test_backups_are_consistent_owner_only_and_kept_for_n_generations(db: StateDB) -> None:
+    kept = []
+    for n in range(1, 6):
+        run_night(db, n, [rule_finding(), message_finding(n)])
+        kept.append(db.keep_backup(n, night(n), generations=3))
+    folder = db.path.parent / "backups"
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == sorted(path.name for path in kept[-3:] if path is not None)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE((folder / name).stat().st_mode) == 0o600 for name in names)
+    newest = kept[-1]
+    assert newest is not None
+    with sqlite3.connect(newest) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 5
+    assert db.keep_backup(6, night(6), generations=0) is None  # [state] backups = 0: off
+
+
+def test_a_lock_file_removed_while_held_no_longer_counts(db: StateDB) -> None:
+    other = StateDB.open(db.path)
+    with db.lock():
+        db.confirm_lock()
+        db.lock_path.unlink()  # a technician "clearing a stale lock"
+        with other.lock():  # a second run now gets a lock of its own...
+            other.confirm_lock()
+            with pytest.raises(GuardError) as raised:  # ...so the first must not write
+                db.confirm_lock()
+    other.close()
+    assert raised.value.exit_code == ExitCode.ALREADY_RUNNING
+    assert "was removed or replaced" in raised.value.message
+
+
+def test_a_run_refused_by_the_lock_names_the_pid_holding_it(db: StateDB) -> None:
+    other = StateDB.open(db.path)
+    with db.lock(), pytest.raises(GuardError) as raised, other.lock():
+        pass
+    other.close()
+    assert f"(pid {os.getpid()})" in raised.value.message
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -373,3 +464,34 @@ def test_users_without_a_mailbox_are_remembered_by_their_latest_check(db: StateD
     assert db.without_mailbox(night(2)) == {leaver: night(2)}  # older checks are forgotten
     run_night(db, 3, [], coverage((service, "inbox", "ok")))  # it has a mailbox now
     assert db.without_mailbox(night(0)) == {leaver: night(2)}
+
+
+def _open_at_once(path: Path, barrier: Any, results: Any) -> None:
+    """Child: open (create) the state file the moment every sibling is ready."""
+    barrier.wait(30)
+    try:
+        StateDB.open(path).close()
+    except GuardError as exc:
+        results.put(f"exit {int(exc.exit_code)}: {exc.message}")
+    else:
+        results.put("ok")
+
+
+def test_processes_creating_a_fresh_state_at_once_all_open_it(tmp_path: Path) -> None:
+    """Two scheduled jobs (or a job and a technician) starting on a new install: creating and
+    migrating the schema is safe under concurrency (once: 'table runs already exists')."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(6):
+        path = tmp_path / f"try{attempt}" / "state.db"
+        path.parent.mkdir()
+        barrier, results = context.Barrier(6), context.Queue()
+        children = [context.Process(target=_open_at_once, args=(path, barrier, results))
+                    for _ in range(6)]
+        for child in children:
+            child.start()
+        outcomes = [results.get(timeout=60) for _ in children]
+        for child in children:
+            child.join(30)
+        assert outcomes == ["ok"] * 6, outcomes
+        with StateDB.open(path) as state:
+            assert state.schema_version == 6

@@ -42,6 +42,26 @@ def kinds_for_policy(policy: Policy | None) -> set[str]:
     return kinds
 
 
+def local_check(policy: Policy | None) -> list[tuple[DoctorCheck, ExitCode]]:
+    """The nightly's local checks (preflight.py) as a doctor line, with its exit code."""
+    from datetime import UTC, datetime
+
+    from m365guard.errors import GuardError
+    from m365guard.graph.doctor import DoctorCheck
+    from m365guard.preflight import check_local, configured_tenant
+
+    if policy is None:
+        return []
+    try:
+        check_local(policy, policy.output.dir, configured_tenant(policy, os.environ),
+                    datetime.now(UTC))
+    except GuardError as exc:
+        return [(DoctorCheck("local inputs", False, exc.message, "fix the file or folder named"),
+                 exc.exit_code)]
+    return [(DoctorCheck("local inputs", True, "rosters, exports, output folder, state file"),
+             ExitCode.CLEAN)]
+
+
 def print_checks(checks: list[DoctorCheck], console: Console) -> None:
     """The pass/fail table with the fix for every failing line."""
     from rich.table import Table
@@ -73,9 +93,10 @@ def register(app: typer.Typer) -> None:
 
         path = config if config is not None else Path("policies.toml")
         policy = load_policy(path) if config is not None or path.is_file() else None
+        local = local_check(policy)  # before Graph is contacted, as the nightly does
         section = policy.tenant if policy is not None else TenantSection()
         conn = resolve_connection(section, os.environ)
-        checks = run_doctor(conn, kinds_for_policy(policy))
+        checks = [check for check, _ in local] + run_doctor(conn, kinds_for_policy(policy))
         checks += app_checks(policy, conn, os.environ)
         if policy is not None and policy.notify.sender is not None and all(
                 check.passed for check in checks):
@@ -84,6 +105,7 @@ def register(app: typer.Typer) -> None:
             checks.append(sending_check(conn, policy.notify.sender))
         print_checks(checks, Console(width=160))
         if not all(check.passed for check in checks):
-            raise typer.Exit(int(ExitCode.PERMISSION_MISSING) if any(
-                c.name.startswith("permission") and not c.passed for c in checks)
-                else int(ExitCode.CONFIG_ERROR))
+            if any(c.name.startswith("permission") and not c.passed for c in checks):
+                raise typer.Exit(int(ExitCode.PERMISSION_MISSING))
+            raise typer.Exit(next((int(code) for check, code in local if not check.passed),
+                                  int(ExitCode.CONFIG_ERROR)))

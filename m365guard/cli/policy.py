@@ -19,9 +19,16 @@ def register(app: typer.Typer) -> None:
                           ] = Path("policies.toml"),
     ) -> None:
         """Validate the policy file; print a summary, or one line saying what to fix."""
+        import os
+        from datetime import UTC, datetime
+
         from m365guard.config import RULE_IDS, load_policy
+        from m365guard.preflight import check_local, configured_tenant
 
         policy = load_policy(config)
+        # rosters, exports, the output folder and the state file, as the nightly checks them
+        check_local(policy, policy.output.dir, configured_tenant(policy, os.environ),
+                    datetime.now(UTC))
         enabled = [rule_id for rule_id in RULE_IDS if policy.rules.for_rule(rule_id).enabled]
         rosters = [str(path) for path in (policy.people.staff_roster, policy.people.parent_roster)
                    if path]
@@ -31,5 +38,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  partner domains: {', '.join(policy.addresses.partner_domains) or 'none'}")
         typer.echo(f"  rosters: {', '.join(rosters) or 'none'}")
         typer.echo(f"  rules enabled: {len(enabled)} of {len(RULE_IDS)} ({', '.join(enabled)})")
+        typer.echo(f"  local inputs usable: rosters, exports, output folder, state file "
+                   f"{policy.state.path}")
 
     app.add_typer(sub, name="policy")
