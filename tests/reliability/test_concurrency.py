@@ -35,6 +35,8 @@ def test_second_run_exits_at_once_and_the_state_is_intact(site: Site) -> None:
                               " WHERE event = 'opened'").fetchone()
     found = stable_findings(next(site.out.glob("findings-*.csv")))
     assert opened[0] == opened[1] == len(found) > 0
-    # and the next night runs normally on that state
+    # and the next run works normally on that state: the same day, so the day's news is still
+    # news (issue 15: a same-day rerun keeps is_new) and nothing is new since
     again = site.nightly()
-    assert again.returncode == ExitCode.CLEAN, again.stderr[-1500:]
+    assert again.returncode == ExitCode.NEW_HIGH_FINDINGS, again.stderr[-1500:]
+    assert again.stdout.startswith("complete: 0 new,"), again.stdout
