@@ -40,3 +40,4 @@ def test_second_run_exits_at_once_and_the_state_is_intact(site: Site) -> None:
     again = site.nightly()
     assert again.returncode == ExitCode.NEW_HIGH_FINDINGS, again.stderr[-1500:]
     assert again.stdout.startswith("complete: 0 new,"), again.stdout
+    assert stable_findings(next(site.out.glob("findings-*.csv"))) == found
