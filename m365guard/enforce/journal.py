@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ import orjson
 from m365guard.enforce.plan import Action, ActionStatus, Plan
 from m365guard.errors import ExitCode, GuardError
 from m365guard.records import iso
-from m365guard.state import StateDB
+from m365guard.state import connect as connect  # the migrated state file, for this module's tables
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,6 @@ class JournalAction:
     @property
     def rule_graph_id(self) -> str:
         return self.object_id.partition("/")[2]
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection to the state file at `path`, migrated; the caller closes it."""
-    StateDB.open(path).close()
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 @contextlib.contextmanager

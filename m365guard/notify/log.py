@@ -13,11 +13,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 from m365guard.records import iso
-from m365guard.state import StateDB
+from m365guard.state import connect as connect  # the migrated state file, for this module's tables
 
 Kind = Literal["alert", "weekly"]
 Channel = Literal["mail", "teams"]
@@ -37,15 +36,6 @@ class Notification:
     recipients: int
     finding_ids: tuple[str, ...]
     error: str
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection to the state file at `path`, migrated; the caller closes it."""
-    StateDB.open(path).close()
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 def already_sent(conn: sqlite3.Connection, kind: Kind, period: str, role: str,

@@ -41,7 +41,8 @@ from m365guard.pipeline import NightlyOutcome, run_nightly
 from m365guard.reports.weekly_page import weekly_html
 from m365guard.reports.weeks import IsoWeek
 from m365guard.rules import rule_titles
-from m365guard.state import _MIGRATIONS, StateDB
+from m365guard.schema import MIGRATIONS
+from m365guard.state import StateDB
 from m365guard.tables import SCHEMAS, make_table
 
 LONDON = ZoneInfo("Europe/London")
@@ -316,7 +317,7 @@ def test_an_export_listing_the_mailbox_without_forwarding_clears_a_remembered_fo
 def test_a_state_file_at_schema_5_migrates_keeping_its_history(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
-    for number, script in enumerate(_MIGRATIONS[:5], start=1):
+    for number, script in enumerate(MIGRATIONS[:5], start=1):
         conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
     conn.execute("INSERT INTO runs (started_at, outcome) VALUES ('2024-11-20T02:00:00+00:00',"
                  " 'complete')")
