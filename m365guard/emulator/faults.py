@@ -15,6 +15,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # handlers use the engine; hostile mode changes handlers' answers
+    from m365guard.emulator.handlers import GraphResponse
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,15 @@ class FaultConfig:
     # chats and a chat's members, $batch items each counted (json-batching.md: "Requests in
     # a batch are evaluated individually against the applicable throttling limits")
     teams_requests_per_second: float = 30.0
+    # fraction of answers (whole requests, $batch items) changed the way real services and
+    # proxies change them (hostile.py): odd types, dates, fields, duplicates, Retry-After
+    # values, HTML error pages, bad encodings, an empty tenant
+    hostile_rate: float = 0.0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.reset_rate, self.slow_rate,
                  self.batch_item_throttle_rate, self.empty_delta_page_rate,
-                 self.html_error_rate)
+                 self.html_error_rate, self.hostile_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates):
             raise ValueError("fault rates must be between 0 and 1")
         if self.error_rate + self.reset_rate + self.slow_rate > 1.0:
@@ -111,6 +119,8 @@ class FaultEngine:
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
             self._lost = 0  # audit query creations answered 504 so far
             self._teams: dict[str, deque[float]] = {}  # per app: its Teams GETs' last second
+            from m365guard.emulator.hostile import Hostility
+            self.hostility = Hostility(random.Random(config.seed + 1), config.hostile_rate)
 
     def admit(self, app_id: str, mailbox: str) -> Throttled | None:
         """Count a request against the app+mailbox limits; on success call release() after."""
@@ -169,6 +179,13 @@ class FaultEngine:
             if roll < config.slow_rate:
                 return FaultKind.SLOW, 0
             return FaultKind.NONE, 0
+
+    def hostile(self, path: str, response: GraphResponse, *, in_batch: bool) -> GraphResponse:
+        """The answer as hostile mode leaves it (unchanged when the mode is off)."""
+        if self.config.hostile_rate <= 0:
+            return response
+        with self._lock:
+            return self.hostility.answer(path, response, in_batch=in_batch)
 
     def html_error(self) -> bool:
         with self._lock:

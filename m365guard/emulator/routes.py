@@ -26,6 +26,7 @@ from starlette.routing import Route, compile_path
 from m365guard.emulator import handlers as h
 from m365guard.emulator import rule_write, sendmail
 from m365guard.emulator.faults import FaultKind
+from m365guard.emulator.hostile import RawBody
 from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
 
 Scope = MutableMapping[str, Any]
@@ -182,6 +183,7 @@ class GraphGate:
         self.stats.bump("total")
         response = await self.answer(graph_request, send)
         if response is not None:
+            response = self.service.faults.hostile(graph_request.path, response, in_batch=False)
             await self.render(graph_request, response)(scope, receive, send)
 
     async def answer(self, request: h.GraphRequest, send: Send) -> h.GraphResponse | None:
@@ -310,10 +312,13 @@ class GraphGate:
                 results[item_id] = h.GraphResponse(424, h.error_body(error, sub))
                 continue
             try:
-                results[item_id] = await self.dispatch(sub, claims, in_batch=True)
+                result = await self.dispatch(sub, claims, in_batch=True)
             except h.GraphError as error:
-                results[item_id] = h.GraphResponse(error.status, h.error_body(error, sub),
-                                                   error.headers)
+                result = h.GraphResponse(error.status, h.error_body(error, sub), error.headers)
+            result = self.service.faults.hostile(sub.path, result, in_batch=True)
+            if isinstance(result.body, HtmlPage):  # a batch item's body that is not JSON
+                result = h.GraphResponse(result.status, result.body.html().decode())
+            results[item_id] = result
         responses = []
         for item_id in ids:
             result = results[item_id]
@@ -349,6 +354,9 @@ class GraphGate:
                    "client-request-id": request.client_request_id, **response.headers}
         if response.body is None:
             return Response(status_code=response.status, headers=headers)
+        if isinstance(response.body, RawBody):
+            return Response(response.body.content, status_code=response.status, headers=headers,
+                            media_type=JSON_TYPE)
         if isinstance(response.body, HtmlPage):
             return Response(response.body.html(), status_code=response.status, headers=headers,
                             media_type="text/html; charset=utf-8")

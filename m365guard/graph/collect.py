@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -114,6 +115,20 @@ class CollectResult:
     mail: MailShards | None = None  # the night's mail on disk (CollectRequest.mail_dir)
 
 
+async def gather(*work: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run these together; when one fails (a GuardError ends the night), the others are
+    cancelled and awaited, so none is left to print "Task exception was never retrieved"
+    with a traceback when the loop closes."""
+    tasks = [asyncio.ensure_future(item) for item in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class _Night:
     """One run's readers, wired to one sink."""
 
@@ -140,9 +155,8 @@ class _Night:
         scope_group = request.mailbox_scope_group
         groups = tuple(dict.fromkeys((*request.group_names,
                                       *((scope_group,) if scope_group else ()))))
-        users = (await asyncio.gather(directory.read_users(), directory.read_skus(),
-                                      directory.read_edu_roles(),
-                                      directory.read_groups(groups)))[0]
+        users = (await gather(directory.read_users(), directory.read_skus(),
+                              directory.read_edu_roles(), directory.read_groups(groups)))[0]
         everyone = [(user.get("userPrincipalName") or "", user.get("id", "")) for user in users]
         kinds = (*request.folders, *(("messageRules",) if request.include_rules else ()))
         now = request.until or dt.datetime.now(dt.UTC)
@@ -171,7 +185,7 @@ class _Night:
         if request.include_audit:
             audit_since = min(request.audit_since or request.since,
                               request.read_marks.get(("", "auditLog"), request.since))
-            await asyncio.gather(reading, self.audit.read(audit_since, now, users))
+            await gather(reading, self.audit.read(audit_since, now, users))
         else:
             await reading
 
@@ -190,7 +204,11 @@ class _Night:
         audit = [row[2] for row in self.sink.rows["coverage"] if row[1] == "auditLog"]
         if audit and set(audit) <= tables.READ_IN_FULL:
             keys.add(("", "auditLog"))
-        return dict.fromkeys(sorted(keys), until)
+        marks = dict.fromkeys(sorted(keys), until)
+        for key, start in streams.held.items():  # left an item out: read again from there
+            if key in marks:
+                marks[key] = start
+        return marks
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every collected table, from the rows and columns the streams kept."""
@@ -241,7 +259,8 @@ def collect(session: GraphSession, request: CollectRequest,
         mail = night.mail_shards()
     return CollectResult(
         collected=tables.Collected(**frames),
-        delta_links=night.streams.delta_links,
+        delta_links={key: link for key, link in night.streams.delta_links.items()
+                     if mark_key(*key) not in night.streams.held},
         requests=session.counter.http_requests - before,
         batch_requests=session.counter.batches - batches_before,
         errors=night.sink.errors,

@@ -62,6 +62,12 @@ class DirectoryReader:
             # a 5xx or 429 that outlived every retry: nothing can be read, say so (not 403)
             raise GuardError(f"cannot list users: Graph kept failing ({reason}); nothing was"
                              " read, try again later", ExitCode.HOST_UNREACHABLE)
+        if not users:
+            # every tenant has users (the app's admins at least): an empty list is a fault
+            # (a proxy, a service glitch; issue 18 hostile mode), and taken as a complete
+            # night it would move every mailbox's window past mail never read
+            raise GuardError("cannot list users: Graph answered an empty directory; nothing"
+                             " was read, try again later", ExitCode.HOST_UNREACHABLE)
         good: list[dict[str, Any]] = []
         seen: set[str] = set()
         for user in users:

@@ -88,6 +88,7 @@ class MailboxStreams:
         self.sent_folders: dict[str, str | None] = {}
         self.sent_folder_failure: dict[str, str] = {}
         self.parked: dict[str, Stream] = {}
+        self.held: dict[tuple[str, str], dt.datetime] = {}  # see skip
 
     def user_url(self, key: str, user_id: str, build: Callable[[str], str]) -> str:
         """A per-mailbox URL. The SDK's builders expand their URI template once per kind, for a
@@ -226,8 +227,13 @@ class MailboxStreams:
                       paced=True)
 
     def skip(self, stream: Stream, reason: object) -> None:
-        """One item of the stream left out (counted and logged)."""
+        """One item of the stream left out (counted and logged). A mail stream's mark then
+        stays at its window's start (`held`) and its delta link is not kept: the next night
+        reads the window again, so a message served unreadably once is read when it reads."""
         self.sink.skip(stream.kind, stream.mailbox, reason)
+        if stream.delta and stream.since is not None:
+            key = mark_key(stream.mailbox, stream.kind)
+            self.held[key] = min(stream.since, self.held.get(key, stream.since))
 
     def finish(self, stream: Stream, status: str, reason: str = "") -> None:
         if stream.kind == SENT_FOLDER:  # a lookup, not a stream of its own in coverage

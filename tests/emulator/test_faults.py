@@ -116,3 +116,23 @@ def test_settings_files_are_owner_only(emulator: RunningEmulator) -> None:
     assert set(emulator.settings.model_dump()) == {
         "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_thumbprint",
         "authority_host", "graph_endpoint", "ca_bundle"}
+
+
+def test_hostile_mode_changes_answers_at_its_rate(emulator: RunningEmulator) -> None:
+    """Issue 18: every kind of change is met over many answers; with the mode off (the
+    default) the same requests answer as Graph does."""
+    with http(emulator.settings, secret_token(emulator.settings)) as client:
+        clean = [client.get(path).content for path in ("/users", MESSAGES)]
+        emulator.set_faults(FaultConfig(seed=5, hostile_rate=1.0))
+        answers = [client.get(path) for _ in range(60) for path in ("/users", MESSAGES)]
+        emulator.set_faults(FaultConfig())
+        again = [client.get(path).content for path in ("/users", MESSAGES)]
+    assert again == clean
+    statuses = {answer.status_code for answer in answers}
+    assert {200, 429} <= statuses and statuses & {502, 503}
+    # some changes leave a page as it was (no date to rewrite, no item to list twice)
+    assert sum(answer.content not in clean for answer in answers) > len(answers) * 2 // 3
+    odd = {answer.headers["Retry-After"] for answer in answers if answer.status_code == 429}
+    assert len(odd) > 3  # 0, -1, abc, dates...
+    html = [a for a in answers if a.headers["content-type"].startswith("text/html")]
+    assert html and all(a.content.startswith(b"<html>") for a in html)

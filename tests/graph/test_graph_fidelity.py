@@ -376,3 +376,29 @@ def test_scoped_app_access_excluded_by_policy_explained_and_diagnosed(
         checks = {c.name: c for c in run_doctor(secret_conn(emulator.settings), {"messages"})}
     assert "sampled mailboxes answer 403 ErrorAccessDenied" in checks["mailbox scope"].detail
     assert "mailbox_scope_group" in checks["mailbox scope"].fix
+
+
+def test_a_message_served_unreadably_is_read_again_the_next_night(
+        school: synth.SyntheticSchool, tmp_path: Path) -> None:
+    """Issue 18 (found by hostile mode): a message left out as unreadable must not be lost
+    with its night. Its folder keeps its mark at the window start and drops its delta link,
+    so the next night, served properly, reads it."""
+    tenant = copy.deepcopy(school.tenant)
+    user_id = next(uid for uid, box in tenant["mailboxes"].items() if box.get("sentitems"))
+    upn = next(u["userPrincipalName"] for u in tenant["users"] if u["id"] == user_id)
+    now = clock(school)
+    since = now - dt.timedelta(days=30)
+    message_id = next(m["id"] for m in tenant["mailboxes"][user_id]["sentitems"]
+                      if since < dt.datetime.fromisoformat(m["sentDateTime"]) < now)
+    first, _ = _night(tenant, tmp_path / "first", include_rules=False, include_chats=False,
+                      include_audit=False, corrupt={message_id: {"subject": 12345}})
+    assert first.skipped == 1
+    assert message_id not in set(first.collected["messages"]["message_id"])
+    key = (upn.lower(), "sentitems")
+    assert first.read_marks[key] == since and (upn, "sentitems") not in first.delta_links
+    assert first.read_marks[(upn.lower(), "inbox")] == now  # the other stream moves on
+    second, _ = _night(tenant, tmp_path / "second", include_rules=False, include_chats=False,
+                       include_audit=False, since=now, read_marks=first.read_marks,
+                       delta_links=first.delta_links)
+    assert message_id in set(second.collected["messages"]["message_id"])
+    assert second.skipped == 0 and second.read_marks[key] == now
