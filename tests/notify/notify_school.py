@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from m365guard.config import NotifySection, Policy, load_policy
-from m365guard.demo import NIGHTLY_HOUR, connection_for, policy_for_demo
+from m365guard.demo import DEMO_TEAMS_RATE, NIGHTLY_HOUR, connection_for, policy_for_demo
+from m365guard.emulator.faults import FaultConfig
 from m365guard.emulator.sendmail import Outbox, outbox
 from m365guard.emulator.server import RunningEmulator, start_in_thread
 from m365guard.emulator.state import Tenant
@@ -44,7 +45,10 @@ def school_for(tmp_path: Path, *, scoped: bool) -> Iterator[School]:
     synthetic = generate("small", 1, history_days=30, future_days=3)
     tenant = Tenant.from_document(synthetic.tenant)
     base = policy_for_demo(load_policy(REPO / "policies.toml"), synthetic, tmp_path / "out")
-    with start_in_thread(tenant, workdir=tmp_path / "emulator") as emulator:
+    # the demo's policy paces Teams requests at DEMO_TEAMS_RATE: the emulator allows as many
+    # (these tests are about alerts, not Graph's 30 requests/s limit: tests/graph is)
+    faults = FaultConfig(teams_requests_per_second=DEMO_TEAMS_RATE)
+    with start_in_thread(tenant, workdir=tmp_path / "emulator", faults=faults) as emulator:
         hook = tmp_path / "teams-webhook-url.txt"
         hook.write_text(f"{emulator.settings.graph_endpoint}/webhooks/teams\n", encoding="utf-8")
         policy = base.model_copy(update={"notify": NotifySection(
