@@ -79,6 +79,8 @@ def _request(policy: Policy, since: datetime, now: datetime, db: StateDB,
         since=since,
         until=now,
         audit_since=now - AUDIT_LOOKBACK,
+        # the night's mail in shards beside the state (shards.py): bounded memory at any size
+        mail_dir=policy.state.path.with_name(policy.state.path.stem + "-mail"),
         delta_links=db.delta_links(),
         without_mailbox=db.without_mailbox(now - WITHOUT_MAILBOX_MEMORY),
         folders=tuple(policy.collect.folders),
@@ -104,8 +106,8 @@ def _counts(result: CollectResult, findings: pd.DataFrame) -> dict[str, int]:
     collected = result.collected
     return {
         "users": len(collected["users"]),
-        "messages": len(collected["messages"]),
-        "recipients": len(collected["recipients"]),
+        "messages": result.message_count,
+        "recipients": result.recipient_count,
         "forwarding_rules": len(collected["rule_forwards"]),
         "chats": len(collected["chats"]),
         "mailbox_forwarding": len(collected["mailbox_forwarding"]),
@@ -191,14 +193,15 @@ def run_nightly(
             for error in result.errors:
                 log.warning("not read: %s", error)
             log.info("nightly: collected %d messages in %d requests; checking rules",
-                     len(result.collected["messages"]), result.requests)
+                     result.message_count, result.requests)
             # mailbox forwarding is a state: tonight's observations over the last known setting
             forwarding = remembered(db.forwarding_state(), result.collected["mailbox_forwarding"])
             result.collected.tables["mailbox_forwarding"] = forwarding
             # enforced rules: verified ones resolve their finding, re-enabled ones are drift
             verification = enforcement.nightly_check(policy.state.path, result.collected)
             findings = verification.findings(with_posture(
-                result.collected, run_rules(result.collected, policy), *local.posture))
+                result.collected, run_rules(result.collected, policy, result.mail),
+                *local.posture))
             coverage = result.collected["coverage"]
             rules_off = tuple(rule.RULE_ID for rule in RULES
                               if not policy.rules.for_rule(rule.RULE_ID).enabled)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -14,6 +15,7 @@ from m365guard.config import Policy, load_policy
 from m365guard.emulator import synth
 from m365guard.emulator.server import start_in_thread
 from m365guard.emulator.state import Tenant
+from m365guard.emulator.synth.district import KEEP_SCHOOLS, LazyMail, district, district_tenant
 from m365guard.emulator.truth import expected_tables
 from m365guard.graph.client import RetryPolicy, open_session
 from m365guard.graph.collect import CollectRequest, collect
@@ -96,3 +98,52 @@ def test_streamed_collection_finds_what_the_in_memory_one_finds(
     assert not whole.empty
     found = run_rules(streamed.collected, policy, shards)
     pd.testing.assert_frame_equal(_sorted(found), _sorted(whole))
+
+
+def test_the_district_is_generated_school_by_school_the_same_every_time() -> None:
+    school = district(4, schools=5)
+    assert len(school.tenant["users"]) == 5 * 1000
+    assert orjson.dumps(district(4, schools=5).tenant) == orjson.dumps(school.tenant)
+    tenant = district_tenant(school)
+    mail = tenant.mailboxes
+    assert isinstance(mail, LazyMail)
+    first = school.tenant["users"][0]["id"]
+
+    def ids(user_id: str) -> list[str]:
+        box = tenant.mailbox(user_id)
+        assert box is not None
+        return [m.id for folder in box.folders.values() for m in folder.messages]
+
+    seen = ids(first)
+    assert seen and mail.generated == 1
+    for number in range(1, 5):  # one mailbox of each other school: the first is let go
+        ids(school.tenant["users"][number * 1000 + 7]["id"])
+    assert len(mail.kept) == KEEP_SCHOOLS and 0 not in mail.kept
+    assert ids(first) == seen and mail.generated == 6
+
+
+def test_a_district_school_is_served_and_streamed_with_its_slips_found(tmp_path: Path) -> None:
+    school = district(2, schools=1)
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    policy = _policy(school, folder)
+    now = dt.datetime.fromisoformat(school.tenant["clock"]["start"])
+    tenant = district_tenant(school)
+    with start_in_thread(tenant, workdir=tmp_path / "emulator") as emulator:
+        settings = emulator.settings
+        conn = resolve_connection(TenantSection(
+            tenant_id=settings.tenant_id, client_id=settings.client_id,
+            authority_host=settings.authority_host, graph_endpoint=settings.graph_endpoint,
+            ca_bundle=Path(settings.ca_bundle)), {"M365GUARD_CLIENT_SECRET":
+                                                  settings.client_secret})
+        with open_session(conn) as session:
+            result = collect(session, CollectRequest(
+                since=now - dt.timedelta(days=30), until=now, include_chats=False,
+                include_audit=False, mail_dir=tmp_path / "mail"))
+    assert result.mail is not None and not result.errors
+    held = sum(len(f.messages) for box in tenant.mailboxes.kept[0].values()
+               for f in box.folders.values())
+    assert result.message_count == held > 15_000
+    found = run_rules(result.collected, policy, result.mail)
+    assert {"multi-recipient-without-bcc", "school-business-personal-email"} <= set(
+        found["rule_id"])

@@ -94,6 +94,16 @@ def load_school(school: str, seed: int, clock: str = "fixed",
     from m365guard.emulator.state import Tenant
 
     target = clock_target(clock, now or datetime.now(UTC))
+    if school.partition(":")[0] == "district":  # district[:SCHOOLS]: 1,000 mailboxes a
+        # school (100 by default), mail generated as it is read, on its generated dates
+        district = importlib.import_module("m365guard.emulator.synth.district")
+        schools = school.partition(":")[2]
+        if target is not None or not (schools or "1").isdigit():
+            raise GuardError("--school district[:SCHOOLS] keeps its generated dates: use "
+                             "--clock fixed", ExitCode.USAGE)
+        whole: SyntheticSchool = district.district(seed, schools=int(schools or
+                                                                     district.SCHOOLS))
+        return district.district_tenant(whole), whole
     if school in GENERATED_SIZES:
         synth = importlib.import_module("m365guard.emulator.synth")
         generated: SyntheticSchool = synth.generate(school, seed)
@@ -161,8 +171,8 @@ def register(app: typer.Typer) -> None:
 
     @sub.command()
     def serve(
-        school: str = typer.Option("small", help="small|medium|large (generated) or a tenant "
-                                                 "file (.json / .json.gz)."),
+        school: str = typer.Option("small", help="small|medium|large|district (generated) or a "
+                                                 "tenant file (.json / .json.gz)."),
         seed: int = typer.Option(1, help="Seed for the generated school and the faults."),
         port: int = typer.Option(0, help="Port on 127.0.0.1 (0: any free port)."),
         clock: str = typer.Option(

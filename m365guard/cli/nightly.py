@@ -1,12 +1,19 @@
-"""`m365guard nightly`: the scheduled job. Its exit code is what the scheduler sees."""
+"""`m365guard nightly`: the scheduled job. Its exit code is what the scheduler sees.
+
+`nightly --all CONFIG_DIR` is the job of a trust with many tenants: each CONFIG_DIR/*/policies.toml
+(one tenant: its own [tenant], state and output) runs as its own `m365guard nightly` process,
+`--parallel` at a time, so one tenant's memory, lock, failure or crash is its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -48,6 +55,53 @@ def progress_sink() -> Iterator[ProgressSink]:
     yield report
 
 
+def tenant_configs(folder: Path) -> list[Path]:
+    """Each tenant's policies.toml under `folder`; two tenants sharing a state file is refused
+    before any runs (their runs would take each other's lock and delta links)."""
+    from m365guard.config import load_policy
+    from m365guard.errors import ExitCode, GuardError
+
+    configs = sorted(folder.glob("*/policies.toml"))
+    if not configs:
+        raise GuardError(f"--all {folder}: no */policies.toml in it; put each tenant's "
+                         "policies.toml in a folder of its own there", ExitCode.CONFIG_ERROR)
+    states: dict[Path, Path] = {}
+    for config in configs:
+        state = load_policy(config).state.path.resolve()
+        if state in states:
+            raise GuardError(f"{config} and {states[state]} share the state file {state}: give "
+                             "each tenant its own [state] path", ExitCode.CONFIG_ERROR)
+        states[state] = config
+    return configs
+
+
+def combined_exit(codes: Sequence[int]) -> int:
+    """One code for the trust: a tenant's error first, then partial, then new findings."""
+    from m365guard.errors import ExitCode
+
+    quiet = (ExitCode.CLEAN, ExitCode.NEW_HIGH_FINDINGS, ExitCode.PARTIAL_RUN)
+    return next((code for code in codes if code not in quiet),
+                max(codes, key=lambda code: quiet.index(ExitCode(code)), default=0))
+
+
+def run_all(folder: Path, parallel: int, verbose: bool) -> int:
+    """Every tenant's night in its own process; one line per tenant, the combined exit code."""
+    configs = tenant_configs(folder)
+
+    def night(config: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        command = [sys.executable, "-c", "from m365guard.cli.main import run; run()",
+                   "nightly", "--config", str(config), *(["--verbose"] if verbose else [])]
+        return config, subprocess.run(command, capture_output=True, text=True, check=False)
+
+    codes = []
+    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+        for config, done in pool.map(night, configs):
+            lines = (done.stdout.strip() or done.stderr.strip() or "no output").splitlines()
+            typer.echo(printable(f"{config.parent.name}: {lines[-1]} (exit {done.returncode})"))
+            codes.append(done.returncode)
+    return combined_exit(codes)
+
+
 def register(app: typer.Typer) -> None:
     """Add `nightly`."""
 
@@ -59,12 +113,21 @@ def register(app: typer.Typer) -> None:
             "--out", "-o", help="Folder for the CSVs (default: [output] dir).")] = None,
         verbose: Annotated[bool, typer.Option(
             "--verbose", "-v", help="Log progress to stderr.")] = False,
+        all_tenants: Annotated[Path | None, typer.Option(
+            "--all", help="Run every CONFIG_DIR/*/policies.toml, each tenant in its own "
+                          "process with its own state (a trust of many tenants).",
+            metavar="CONFIG_DIR")] = None,
+        parallel: Annotated[int, typer.Option(
+            help="With --all: tenants run at once.")] = 1,
     ) -> None:
         """Collect since the last run, check every rule, write the findings CSV and run JSON.
 
         Exit codes: 0 clean, 3 new high-severity findings, 4 partial run, 5 already running,
-        6 configuration error, 10-15 connection and permission errors (README.md).
+        6 configuration error, 10-15 connection and permission errors (README.md). With --all,
+        one line per tenant and the first tenant error's code, else partial, else findings.
         """
+        if all_tenants is not None:
+            raise typer.Exit(run_all(all_tenants, parallel, verbose))
         from m365guard.config import load_policy
         from m365guard.errors import ExitCode, GuardError
         from m365guard.graph.settings import resolve_connection

@@ -114,6 +114,15 @@ class CollectResult:
     read_marks: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     mail: MailShards | None = None  # the night's mail on disk (CollectRequest.mail_dir)
 
+    @property
+    def message_count(self) -> int:
+        """Messages collected, in memory or in the shards."""
+        return self.mail.messages if self.mail else len(self.collected["messages"])
+
+    @property
+    def recipient_count(self) -> int:
+        return self.mail.recipients if self.mail else len(self.collected["recipients"])
+
 
 async def gather(*work: Coroutine[Any, Any, Any]) -> list[Any]:
     """Run these together; when one fails (a GuardError ends the night), the others are
