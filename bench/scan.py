@@ -81,12 +81,14 @@ def start_emulator(size: str, seed: int, latency_ms: float, workdir: Path) -> tu
                "serve", "--clock", "fixed", "--school", size, "--seed", str(seed),
                "--latency-ms", str(latency_ms), "--policy-out", str(workdir / "policy"),
                "--settings-out", str(out), "--workdir", str(workdir / "emu")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its log to a file: a pipe nobody reads would stop the emulator once it is full
+    log = workdir / "emulator.log"
+    with log.open("wb") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + 900
     while not out.exists() or not out.read_bytes():
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"emulator did not start: {process.stderr.read().decode()[-500:]}"
-                             if process.stderr else "emulator did not start")
+            raise SystemExit(f"emulator did not start: {log.read_text()[-500:]}")
         time.sleep(0.1)
     time.sleep(0.2)
     settings: dict[str, str] = orjson.loads(out.read_bytes())
