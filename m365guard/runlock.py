@@ -101,15 +101,15 @@ def holder_pid(path: Path) -> int | None:
 def sqlite_lock_holders(path: Path) -> list[int]:
     """Other processes holding a write lock on the SQLite file or its WAL index (-shm), from
     /proc/locks (Linux); empty where that cannot be known."""
+    try:
+        lines = Path("/proc/locks").read_text(encoding="ascii").splitlines()
+    except OSError:  # not Linux
+        return []
     inodes = set()
     for candidate in (path, path.with_name(path.name + "-shm")):
         with contextlib.suppress(OSError):
             info = os.stat(candidate)
             inodes.add(f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}")
-    try:
-        lines = Path("/proc/locks").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return []
     pids = set()
     for line in lines:
         fields = line.split()  # "1: POSIX ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
