@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
 from m365guard.emulator import handlers as h
-from m365guard.emulator import rule_write, sendmail
+from m365guard.emulator import mail, rule_write, sendmail
 from m365guard.emulator.faults import FaultKind
 from m365guard.emulator.hostile import RawBody
 from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
@@ -83,15 +83,15 @@ GRAPH_ROUTES = (
     GraphRoute("GET", "/groups/{group_id}/transitiveMembers", h.group_transitive_members,
                GROUPS_READ, DIRECTORY_DENIED),
     GraphRoute("GET", "/education/users", h.list_education_users, EDU_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/users/{user_id}/messages", h.list_user_messages,
+    GraphRoute("GET", "/users/{user_id}/messages", mail.list_user_messages,
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders", h.list_mail_folders,
+    GraphRoute("GET", "/users/{user_id}/mailFolders", mail.list_mail_folders,
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}", h.get_mail_folder,
+    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}", mail.get_mail_folder,
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
     GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/childFolders",
-               h.list_child_folders, MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages", h.list_messages,
+               mail.list_child_folders, MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
+    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages", mail.list_messages,
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
     GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages/delta", h.messages_delta,
                MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
