@@ -73,9 +73,10 @@ def main() -> None:
         started = time.perf_counter()
         build(path, args.mailboxes, args.nights, args.findings)
         conn = sqlite3.connect(path)
-        for _ in range(args.copies):
-            conn.execute("INSERT INTO coverage SELECT * FROM coverage WHERE run_id <= ?",
-                         (args.nights,))
+        for copy in range(1, args.copies + 1):  # as later runs' rows (run ids past the built)
+            conn.execute("INSERT INTO coverage SELECT run_id + ?, mailbox, folder, status,"
+                         " reason, items FROM coverage WHERE run_id <= ?",
+                         (copy * args.nights, args.nights))
         conn.commit()
         conn.close()
         nights = args.nights * (args.copies + 1)
