@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from m365guard import tables
+from m365guard.files import ensure_private_dir
 
 MAIL_TABLES = ("messages", "recipients")
 MANIFEST = "manifest.json"
@@ -60,6 +61,14 @@ def _path(directory: Path, name: str, shard: int) -> Path:
     return directory / f"{name}-{shard:04d}.arrow"
 
 
+def private_file(path: Path) -> Path:
+    """`path` made empty and owner-only before Arrow writes it: the shards hold who wrote to
+    whom (addresses, subjects), as private as the state file."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def _replace(temporary: Path, final: Path) -> None:
     """Make a written file durable, then put it in place (rename is atomic)."""
     with temporary.open("rb") as handle:
@@ -70,7 +79,7 @@ def _replace(temporary: Path, final: Path) -> None:
 def write_table(path: Path, table: pa.Table) -> None:
     """One Arrow IPC file, written to a temporary name and renamed into place."""
     temporary = path.with_name(path.name + ".tmp")
-    with ipc.new_file(temporary, table.schema, options=_WRITE) as writer:
+    with ipc.new_file(str(private_file(temporary)), table.schema, options=_WRITE) as writer:
         writer.write_table(table)
     _replace(temporary, path)
 
@@ -107,11 +116,10 @@ class MailShards:
         """An empty shard directory (last night's shards removed)."""
         if directory.exists():
             shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-        return directory
+        return ensure_private_dir(directory)
 
     def write_manifest(self) -> None:
-        temporary = self.directory / (MANIFEST + ".tmp")
+        temporary = private_file(self.directory / (MANIFEST + ".tmp"))
         temporary.write_text(json.dumps({"count": self.count, "messages": self.messages,
                                          "recipients": self.recipients}), encoding="utf-8")
         _replace(temporary, self.directory / MANIFEST)

@@ -156,5 +156,5 @@ class MailSpool:
         writer = self.writers.get((name, number))
         if writer is None:
             writer = self.writers[(name, number)] = ipc.new_stream(
-                self._path(name, number), schema)
+                str(shards.private_file(self._path(name, number))), schema)
         return writer
