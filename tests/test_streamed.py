@@ -12,6 +12,7 @@ import pytest
 
 from m365guard import tables
 from m365guard.config import Policy, load_policy
+from m365guard.demo import connection_for
 from m365guard.emulator import synth
 from m365guard.emulator.server import start_in_thread
 from m365guard.emulator.state import Tenant
@@ -19,7 +20,6 @@ from m365guard.emulator.synth.district import KEEP_SCHOOLS, LazyMail, district, 
 from m365guard.emulator.truth import expected_tables
 from m365guard.graph.client import RetryPolicy, open_session
 from m365guard.graph.collect import CollectRequest, collect
-from m365guard.graph.settings import TenantSection, resolve_connection
 from m365guard.rules import run_rules
 from m365guard.shards import MailShards
 
@@ -70,12 +70,7 @@ def test_streamed_collection_finds_what_the_in_memory_one_finds(
     retry = RetryPolicy(attempts=8, base_seconds=0.02, max_seconds=0.5, request_timeout=30.0)
     with start_in_thread(Tenant.from_document(school.tenant),
                          workdir=tmp_path / "emulator") as emulator:
-        settings = emulator.settings
-        conn = resolve_connection(TenantSection(
-            tenant_id=settings.tenant_id, client_id=settings.client_id,
-            authority_host=settings.authority_host, graph_endpoint=settings.graph_endpoint,
-            ca_bundle=Path(settings.ca_bundle)), {"M365GUARD_CLIENT_SECRET":
-                                                  settings.client_secret})
+        conn = connection_for(emulator.settings)
         with open_session(conn, retry) as session:
             in_memory = collect(session, request)
             streamed = collect(session, CollectRequest(**{**vars(request),
@@ -130,12 +125,7 @@ def test_a_district_school_is_served_and_streamed_with_its_slips_found(tmp_path:
     now = dt.datetime.fromisoformat(school.tenant["clock"]["start"])
     tenant = district_tenant(school)
     with start_in_thread(tenant, workdir=tmp_path / "emulator") as emulator:
-        settings = emulator.settings
-        conn = resolve_connection(TenantSection(
-            tenant_id=settings.tenant_id, client_id=settings.client_id,
-            authority_host=settings.authority_host, graph_endpoint=settings.graph_endpoint,
-            ca_bundle=Path(settings.ca_bundle)), {"M365GUARD_CLIENT_SECRET":
-                                                  settings.client_secret})
+        conn = connection_for(emulator.settings)
         with open_session(conn) as session:
             result = collect(session, CollectRequest(
                 since=now - dt.timedelta(days=30), until=now, include_chats=False,
