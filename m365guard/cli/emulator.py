@@ -233,7 +233,7 @@ def register(app: typer.Typer) -> None:
     @sub.command("routes")
     def routes() -> None:
         """Print the implemented Graph endpoints and the roles each accepts."""
-        from m365guard.emulator.routes import route_table
+        from m365guard.emulator.route_table import route_table
 
         for method, path, accepted in route_table():
             typer.echo(f"{method:5} /v1.0{path}  [{', '.join(accepted)}]")

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # handlers use the engine; hostile mode changes handlers' answers
-    from m365guard.emulator.handlers import GraphResponse
+    from m365guard.emulator.odata import GraphResponse
 
 
 @dataclass(frozen=True)

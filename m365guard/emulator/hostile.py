@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from m365guard.emulator.handlers import GraphResponse
+from m365guard.emulator.odata import GraphResponse
 
 ODD_RETRY_AFTER = ("0", "-1", "0.05", " 0.1 ", "1e-2", "abc", "", "NaN", "inf",
                    "Wed, 21 Oct 2015 07:28:00 GMT", "0,5")

@@ -1,7 +1,7 @@
 """Mail listings and the folder tree: GET /users/{id}/messages (the whole mailbox), one
 folder's messages, /mailFolders, a folder, its childFolders (user-list-messages.md,
 user-list-mailfolders.md, mailfolder-get.md, mailfolder-list-childfolders.md). Handlers as in
-handlers.py: the parsed request in, Graph-shaped JSON out.
+odata.py: the parsed request in, Graph-shaped JSON out.
 """
 
 from __future__ import annotations
@@ -11,25 +11,27 @@ from collections.abc import Callable
 
 import orjson
 
-from m365guard.emulator.handlers import (
+from m365guard.emulator.messages import (
     MESSAGE_PROPERTIES,
-    Call,
-    GraphResponse,
-    collection,
     folder_of,
     mailbox_of,
     message_filter,
     message_json,
     message_order,
+    selected,
+)
+from m365guard.emulator.odata import (
+    Call,
+    GraphResponse,
+    collection,
     next_link,
     offset_page,
     page_size,
     project,
     resume,
     select_of,
-    selected,
 )
-from m365guard.emulator.state import ROOT_FOLDER, Folder, Json, Mailbox, Message, folder_id_for
+from m365guard.emulator.resources import ROOT_FOLDER, Folder, Json, Mailbox, Message, folder_id_for
 
 
 def list_messages(call: Call, params: dict[str, str]) -> GraphResponse:

@@ -1,4 +1,4 @@
-"""The route table: which Graph paths exist, which roles each needs, and the Starlette app.
+"""The Starlette app: the gate every Graph request passes, `$batch`, and the token endpoint.
 
 Every Graph request passes the same gate, in Graph's order: bearer token (401), role (403),
 faults and Outlook throttling (429/5xx, resets, latency), then the handler. `$batch` items go
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -21,13 +20,14 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, compile_path
+from starlette.routing import Route
 
-from m365guard.emulator import handlers as h
-from m365guard.emulator import mail, rule_write, sendmail
+from m365guard.emulator import odata as h
+from m365guard.emulator import sendmail
 from m365guard.emulator.faults import FaultKind
 from m365guard.emulator.hostile import RawBody
 from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
+from m365guard.emulator.route_table import EXCHANGE_DENIED, match_route
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,101 +36,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
 MAX_BATCH = 20
-
-USERS_READ = ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All",
-              "Directory.ReadWrite.All")
-SKUS_READ = ("Organization.Read.All", "LicenseAssignment.Read.All", "Directory.Read.All",
-             "Directory.ReadWrite.All", "Organization.ReadWrite.All")
-GROUPS_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All",
-               "Directory.Read.All", "Directory.ReadWrite.All")
-# educationuser-list.md: application EduRoster.Read.All or ReadWrite.All; ReadBasic is not enough
-EDU_READ = ("EduRoster.Read.All", "EduRoster.ReadWrite.All")
-MAIL_READ = ("Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite")
-SETTINGS_READ = ("MailboxSettings.Read", "MailboxSettings.ReadWrite")
-CHATS_READ = ("Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All")
-CHAT_MEMBERS_READ = ("ChatMember.Read.All", "ChatMember.ReadWrite.All", *CHATS_READ)
-AUDIT_READ = ("AuditLogsQuery-Exchange.Read.All", "AuditLogsQuery.Read.All")
-
-DIRECTORY_DENIED = ("Authorization_RequestDenied",
-                    "Insufficient privileges to complete the operation.")
-EXCHANGE_DENIED = ("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
-FORBIDDEN = ("Forbidden", "Missing role permissions on the request. API requires one of '{}'. "
-                          "Roles on the request '{}'.")
-
-
-@dataclass(frozen=True)
-class GraphRoute:
-    """One Graph endpoint: method, path template, handler, roles accepted, how a denial reads."""
-
-    method: str
-    template: str
-    handler: h.Handler
-    roles: tuple[str, ...]
-    denied: tuple[str, str]
-    per_mailbox: bool = False  # subject to Outlook's per app+mailbox limits
-    teams: bool = False  # an "other GET" of Teams: 30 per second per app (faults.py)
-    pattern: re.Pattern[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern", compile_path(self.template)[0])
-
-
-GRAPH_ROUTES = (
-    GraphRoute("GET", "/users", h.list_users, USERS_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/users/{user_id}", h.get_user, USERS_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/subscribedSkus", h.list_skus, SKUS_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/groups", h.list_groups, GROUPS_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/groups/{group_id}/transitiveMembers", h.group_transitive_members,
-               GROUPS_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/education/users", h.list_education_users, EDU_READ, DIRECTORY_DENIED),
-    GraphRoute("GET", "/users/{user_id}/messages", mail.list_user_messages,
-               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders", mail.list_mail_folders,
-               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}", mail.get_mail_folder,
-               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/childFolders",
-               mail.list_child_folders, MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages", mail.list_messages,
-               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messages/delta", h.messages_delta,
-               MAIL_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/mailFolders/{folder}/messageRules",
-               h.list_message_rules, SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("PATCH", "/users/{user_id}/mailFolders/{folder}/messageRules/{rule_id}",
-               rule_write.update_message_rule, rule_write.WRITE_ROLES, EXCHANGE_DENIED,
-               per_mailbox=True),
-    GraphRoute("POST", "/users/{user_id}/sendMail", sendmail.send_mail, (), EXCHANGE_DENIED),
-    GraphRoute("GET", "/users/{user_id}/mailboxSettings", h.get_mailbox_settings,
-               SETTINGS_READ, EXCHANGE_DENIED, per_mailbox=True),
-    GraphRoute("GET", "/users/{user_id}/chats", h.list_user_chats, CHATS_READ, FORBIDDEN,
-               teams=True),
-    GraphRoute("GET", "/chats/{chat_id}/members", h.list_chat_members, CHAT_MEMBERS_READ,
-               FORBIDDEN, teams=True),
-    GraphRoute("POST", "/security/auditLog/queries", h.create_audit_query, AUDIT_READ, FORBIDDEN),
-    GraphRoute("GET", "/security/auditLog/queries", h.list_audit_queries, AUDIT_READ, FORBIDDEN),
-    GraphRoute("GET", "/security/auditLog/queries/{query_id}", h.get_audit_query, AUDIT_READ,
-               FORBIDDEN),
-    GraphRoute("GET", "/security/auditLog/queries/{query_id}/records", h.list_audit_records,
-               AUDIT_READ, FORBIDDEN),
-)
-
-
-def match_route(method: str, path: str) -> tuple[GraphRoute, dict[str, str]]:
-    """The route for a path, or Graph's 400 for an unknown segment / 405 for a wrong method."""
-    path_matched = False
-    for route in GRAPH_ROUTES:
-        found = route.pattern.match(path)
-        if found is None:
-            continue
-        path_matched = True
-        if route.method == method:
-            return route, found.groupdict()
-    if path_matched:
-        raise h.GraphError(405, "Request_BadRequest",
-                           f"The HTTP method '{method}' is not allowed for this resource.")
-    segment = path.strip("/").split("/")[-1] if path.strip("/") else ""
-    raise h.GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
 
 
 @dataclass
@@ -450,8 +355,3 @@ class DropLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
-
-
-def route_table() -> Collection[tuple[str, str, tuple[str, ...]]]:
-    """(method, path, roles) for every Graph route, for docs and `emulator routes`."""
-    return [(r.method, r.template, r.roles) for r in GRAPH_ROUTES]

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import orjson
 
-from m365guard.emulator.handlers import Call, GraphError, GraphResponse, folder_of, mailbox_of
-from m365guard.emulator.state import Json
+from m365guard.emulator.messages import folder_of, mailbox_of
+from m365guard.emulator.odata import Call, GraphError, GraphResponse
+from m365guard.emulator.resources import Json
 
 WRITE_ROLES = ("MailboxSettings.ReadWrite",)
 WRITABLE = frozenset({"actions", "conditions", "displayName", "exceptions", "isEnabled",

@@ -29,8 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from m365guard.emulator.handlers import Call, GraphError, GraphResponse, mailbox_of
-from m365guard.emulator.state import Json, Tenant
+from m365guard.emulator.messages import mailbox_of
+from m365guard.emulator.odata import Call, GraphError, GraphResponse
+from m365guard.emulator.resources import Json
+from m365guard.emulator.state import Tenant
 
 SEND_ROLES = ("Mail.Send",)
 MAX_INLINE_ATTACHMENTS = 3 * 1024 * 1024

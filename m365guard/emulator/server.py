@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from m365guard.emulator.faults import FaultConfig, FaultEngine
-from m365guard.emulator.handlers import GraphService
 from m365guard.emulator.identity import LEAST_PRIVILEGE_ROLES, AppRegistration, Identity
+from m365guard.emulator.odata import GraphService
 from m365guard.emulator.routes import DropLogFilter, EmulatorStats, build_app
 from m365guard.emulator.state import Tenant
 from m365guard.emulator.tls import TlsFiles, ensure_tls_files, write_private

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pandas as pd
 
 from m365guard import tables
-from m365guard.emulator.state import WELL_KNOWN_FOLDERS
+from m365guard.emulator.resources import WELL_KNOWN_FOLDERS
 
 Json = dict[str, Any]
 FORWARD_ACTIONS = ("forwardTo", "redirectTo", "forwardAsAttachmentTo")

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from emulator_clients import TEACHER
 
-from m365guard.emulator.state import Tenant, parse_time
+from m365guard.emulator.resources import parse_time
+from m365guard.emulator.state import Tenant
 from m365guard.errors import ExitCode, GuardError
 
 

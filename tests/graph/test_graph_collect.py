@@ -21,8 +21,9 @@ from m365guard import tables
 from m365guard.emulator import synth
 from m365guard.emulator.faults import FaultConfig
 from m365guard.emulator.identity import LEAST_PRIVILEGE_ROLES
+from m365guard.emulator.resources import Folder, Mailbox, folder_id_for
 from m365guard.emulator.server import RunningEmulator, start_in_thread
-from m365guard.emulator.state import Folder, Mailbox, Tenant, folder_id_for
+from m365guard.emulator.state import Tenant
 from m365guard.emulator.truth import expected_tables
 from m365guard.graph.client import open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect

@@ -27,9 +27,10 @@ from site_support import DATA, read_csv
 from m365guard.cli.weekly_input import read_weekly_input
 from m365guard.config import load_policy
 from m365guard.demo import connection_for
+from m365guard.emulator.resources import Window, parse_time
 from m365guard.emulator.sendmail import outbox
 from m365guard.emulator.server import RunningEmulator, start_in_thread
-from m365guard.emulator.state import Tenant, Window, parse_time
+from m365guard.emulator.state import Tenant
 from m365guard.errors import ExitCode
 from m365guard.exports import read_forwarding_export
 from m365guard.forwarding import latest_forwarding, remembered

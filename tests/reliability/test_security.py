@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from site_support import Site, make_site, read_csv, run_cli_inprocess
 
 from m365guard.emulator import synth
-from m365guard.emulator.routes import GRAPH_ROUTES
+from m365guard.emulator.route_table import GRAPH_ROUTES
 from m365guard.emulator.server import RunningEmulator, start_in_thread
 from m365guard.emulator.state import Tenant
 from m365guard.errors import ExitCode

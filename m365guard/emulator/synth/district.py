@@ -23,14 +23,14 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from m365guard.emulator.state import (
+from m365guard.emulator.resources import (
     FOLDER_DATE_FIELD,
     Folder,
     Mailbox,
     Message,
-    Tenant,
     mailbox_folders,
 )
+from m365guard.emulator.state import Tenant
 from m365guard.emulator.synth import SyntheticSchool
 from m365guard.emulator.synth._base import (
     CLOCK_START,
