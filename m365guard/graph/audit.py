@@ -23,8 +23,9 @@ from msgraph.generated.models.security.audit_log_query import AuditLogQuery
 
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import strip_smtp
-from m365guard.graph.client import RETRYABLE_STATUS, GraphSession, json_object
+from m365guard.graph.client import RETRYABLE_STATUS, GraphSession
 from m365guard.graph.directory import DirectoryReader
+from m365guard.graph.replies import json_object
 from m365guard.graph.sink import RowSink, failure_reason
 
 

@@ -25,13 +25,8 @@ import pyarrow as pa
 
 from m365guard.errors import ExitCode, GuardError
 from m365guard.graph import wire
-from m365guard.graph.client import (
-    BATCH_LIMIT,
-    BatchReply,
-    GraphSession,
-    batch_replies,
-    mail_replies,
-)
+from m365guard.graph.client import BATCH_LIMIT, GraphSession
+from m365guard.graph.replies import BatchReply, batch_replies, mail_replies
 
 # a reply applied to its stream: seconds before the stream's next GET, or None when it is done
 ReplyHandler = Callable[["Stream", BatchReply], float | None]

@@ -10,30 +10,25 @@ instead of kiota's model parsing (~440x slower here).
 
 The SDK's own retry handler is switched off: it cannot parse fractional Retry-After values and
 never retries throttled `$batch` items. `send` retries whole requests (429/500/502/503/504 and
-transport errors) with exponential backoff and jitter up to a bound; `batch_replies` gives each
+transport errors) with exponential backoff and jitter up to a bound; replies.py gives each
 $batch item's own status so the caller can retry items after their own Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
-import msgspec
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 from httpx_aiohttp import AiohttpTransport
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -48,8 +43,8 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from m365guard.errors import ExitCode, GuardError
-from m365guard.graph import wire
 from m365guard.graph.auth import TokenSource
+from m365guard.graph.replies import json_object, parse_retry_after
 from m365guard.graph.settings import ConnectionSettings
 
 T = TypeVar("T")
@@ -82,46 +77,6 @@ class RetryPolicy:
     def fits(self, wait: float) -> bool:
         """Whether waiting `wait` seconds still ends before the run's deadline."""
         return self.deadline is None or time.monotonic() + wait <= self.deadline
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; Graph sends fractions such as "2.128". HTTP dates are ignored."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-@dataclass
-class BatchReply:
-    """One item of a `$batch` response: its own status and headers, and its body either still
-    raw or, for a page of messages, already in its batch's tables (see `mail_replies`)."""
-
-    status: int
-    headers: Mapping[str, Any]
-    raw: bytes | msgspec.Raw | None
-    page: wire.MailPage | None = None
-
-    @cached_property
-    def body(self) -> Any:
-        """The body decoded generically (None when absent or not JSON)."""
-        if not self.raw:
-            return None
-        try:
-            return orjson.loads(bytes(self.raw))
-        except orjson.JSONDecodeError:
-            return None
-
-    @property
-    def retry_after(self) -> float | None:
-        """The item's own Retry-After (header names are case-insensitive)."""
-        for name, value in self.headers.items():
-            if name.lower() == "retry-after":
-                return parse_retry_after(str(value))
-        return None
 
 
 @dataclass
@@ -311,7 +266,7 @@ class GraphSession:
     async def post_batch(
         self, items: Sequence[tuple[str, str, Mapping[str, str]]]
     ) -> httpx.Response:
-        """POST one $batch (with whole-request retries); the raw response, for `batch_replies`."""
+        """POST one $batch (with whole-request retries); the raw response, for replies.py."""
         if len(items) > BATCH_LIMIT:
             raise ValueError(f"a $batch holds at most {BATCH_LIMIT} requests")
         body = {
@@ -327,83 +282,6 @@ class GraphSession:
         self.counter.batches += 1
         self.counter.batch_items += len(items)
         return await self.send(info)
-
-
-_MISSING = BatchReply(502, {}, None)  # the reply of an item the response left without one
-
-
-def batch_replies(response: httpx.Response, count: int) -> list[BatchReply]:
-    """The replies to a `$batch` of `count` items (ids "0".."count-1"), in order, bodies raw.
-    A failed outer request is every item's reply; a reply that is missing, or a response that
-    is not a `$batch` response, reads as a 502 for the items it leaves without one, so they
-    are retried."""
-    if response.status_code != 200:
-        reply = BatchReply(response.status_code, dict(response.headers), response.content)
-        return [reply] * count
-    replies: list[BatchReply | None] = [None] * count
-    for item in wire.batch_items(response.content):
-        index = _item_index(item.id, count)
-        if index is not None:
-            replies[index] = BatchReply(item.status, item.headers or {}, item.body)
-    return [reply or _MISSING for reply in replies]
-
-
-def mail_replies(response: httpx.Response, streams: Sequence[int], parsed: pa.Table | None
-                 ) -> tuple[list[BatchReply], pa.Table, pa.Table]:
-    """The replies to a `$batch` whose items each read a page of messages for the stream
-    numbered in `streams` (item i for streams[i]), as `batch_replies` gives them but with the
-    200s' pages in two tables, messages and recipients (wire.MESSAGE_ROWS, RECIPIENT_ROWS),
-    whose `stream` column says which stream a row is for (-1: a reply no item asked for, or
-    one replaced by a later reply with the same id). `parsed` is the body as
-    `wire.parse_mail_batch` read it (None: it did not fit, or was not asked)."""
-    count = len(streams)
-    replies: list[BatchReply | None] = [None] * count
-    batch = wire.mail_batch(parsed) if response.status_code == 200 and parsed else None
-    dropped: dict[str, list[tuple[str, str]]] = {}
-    if batch is None or any(status != 200 for status in batch.statuses):
-        # an error, or pages not in Graph's schema: read raw, the pages one by one if need be
-        replies = list(batch_replies(response, count))
-        if batch is None:
-            items = wire.batch_items(response.content) if response.status_code == 200 else []
-            batch, dropped = wire.clean_mail_batch(items) if items else (wire.no_mail(), {})
-    owner = [-1] * len(batch.ids)  # the stream each response is for
-    taken: dict[int, int] = {}
-    for row, (item_id, page) in enumerate(zip(batch.ids, batch.pages, strict=True)):
-        index = _item_index(item_id, count)
-        if index is None or page is None:
-            continue
-        if index in taken:
-            owner[taken[index]] = -1
-        taken[index], owner[row] = row, streams[index]
-        page.dropped = dropped.get(str(item_id), [])
-        page.items += len(page.dropped)  # listed, though left out
-        replies[index] = BatchReply(200, {}, None, page)
-    owners = pa.array(owner, pa.int64())
-    messages, recipients = (
-        table.set_column(0, "stream", pc.take(owners, table.column("response")))
-        for table in (batch.messages, batch.recipients))
-    return [reply or _MISSING for reply in replies], messages, recipients
-
-
-def _item_index(item_id: str | None, count: int) -> int | None:
-    return int(item_id) if item_id and item_id.isdigit() and int(item_id) < count else None
-
-
-def json_object(content: bytes) -> dict[str, Any] | None:
-    """A body decoded as a JSON object, or None (empty, HTML, truncated, an array)."""
-    try:
-        body = orjson.loads(content) if content else None
-    except orjson.JSONDecodeError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def error_code(body: Any) -> tuple[str, str]:
-    """Graph's error envelope: (code, message), or empty strings."""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
-        return str(error.get("code", "")), str(error.get("message", ""))[:200]
-    return "", ""
 
 
 def open_session(conn: ConnectionSettings, retry: RetryPolicy | None = None) -> GraphSession:

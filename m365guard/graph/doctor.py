@@ -18,8 +18,9 @@ from msgraph.generated.models.security.audit_log_query import AuditLogQuery
 
 from m365guard.errors import GuardError
 from m365guard.graph.auth import TokenSource, VerifiedSession, connection_error
-from m365guard.graph.client import GraphSession, RetryPolicy, error_code
+from m365guard.graph.client import GraphSession, RetryPolicy
 from m365guard.graph.permissions import REQUIRED_PERMISSIONS, TOO_BROAD, required_for
+from m365guard.graph.replies import error_code
 from m365guard.graph.settings import ConnectionSettings
 
 

@@ -24,8 +24,9 @@ from m365guard import tables
 from m365guard.graph import wire
 from m365guard.graph.audit import iso
 from m365guard.graph.batch import Stream
-from m365guard.graph.client import RETRYABLE_STATUS, BatchReply, GraphSession, error_code
+from m365guard.graph.client import RETRYABLE_STATUS, GraphSession
 from m365guard.graph.pages import CHAT_MEMBERS, take_page
+from m365guard.graph.replies import BatchReply, error_code
 from m365guard.graph.sink import RowSink, failure_reason
 
 MESSAGE_FIELDS = (

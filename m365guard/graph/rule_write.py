@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 from msgraph.generated.models.message_rule import MessageRule
 
-from m365guard.graph.client import GraphSession, error_code
+from m365guard.graph.client import GraphSession
+from m365guard.graph.replies import error_code
 
 WRITE_PERMISSION = "MailboxSettings.ReadWrite"
 

@@ -24,8 +24,9 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
 )
 
 from m365guard.errors import GuardError
-from m365guard.graph.client import GraphSession, error_code, json_object
+from m365guard.graph.client import GraphSession
 from m365guard.graph.doctor import DoctorCheck
+from m365guard.graph.replies import error_code, json_object
 from m365guard.graph.settings import ConnectionSettings
 
 # user-post-messages.md: attachments under 3 MB go in the one request; larger need an upload

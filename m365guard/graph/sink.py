@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from m365guard import shards, tables
-from m365guard.graph.client import error_code
 from m365guard.graph.permissions import REQUIRED_PERMISSIONS
+from m365guard.graph.replies import error_code
 
 log = logging.getLogger(__name__)
 

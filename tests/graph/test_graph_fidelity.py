@@ -32,9 +32,10 @@ from m365guard.emulator.state import Tenant
 from m365guard.emulator.truth import expected_tables
 from m365guard.errors import ExitCode, GuardError
 from m365guard.graph import wire
-from m365guard.graph.client import RetryPolicy, mail_replies, open_session
+from m365guard.graph.client import RetryPolicy, open_session
 from m365guard.graph.collect import CollectRequest, CollectResult, collect
 from m365guard.graph.doctor import run_doctor
+from m365guard.graph.replies import mail_replies
 
 CHATS_ONLY = {"include_rules": False, "include_audit": False, "folders": ()}
 FOREIGN_TENANT = "99999999-0000-4000-8000-000000000099"

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from m365guard.errors import ExitCode, GuardError
 from m365guard.exports import read_forwarding_export
 from m365guard.graph.audit import forwarding_from_audit
-from m365guard.graph.client import RetryPolicy, parse_retry_after
+from m365guard.graph.client import RetryPolicy
+from m365guard.graph.replies import parse_retry_after
 from m365guard.graph.settings import CLOUD_HOSTS, TenantSection, resolve_connection
 
 TENANT = "6f1c2d3e-0000-4000-8000-000000000001"

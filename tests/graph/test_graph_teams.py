@@ -17,8 +17,9 @@ from m365guard.emulator import synth
 from m365guard.emulator.server import start_in_thread
 from m365guard.emulator.state import Tenant
 from m365guard.emulator.truth import expected_tables
-from m365guard.graph.client import open_session, parse_retry_after
+from m365guard.graph.client import open_session
 from m365guard.graph.collect import CollectRequest, collect
+from m365guard.graph.replies import parse_retry_after
 
 CHATS_ONLY = {"include_rules": False, "include_audit": False, "folders": ()}
 

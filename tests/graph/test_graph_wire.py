@@ -1,5 +1,5 @@
 """`$batch` replies of mail pages decoded into tables (wire.parse_mail_batch, then
-client.mail_replies).
+replies.mail_replies).
 
 Hand-written response bytes in Graph's documented shapes, including the odd ones a server
 that is not the emulator may send: each case checks the replies and the rows read back.
@@ -13,8 +13,8 @@ import httpx
 import orjson
 
 from m365guard.graph import wire
-from m365guard.graph.client import BatchReply
-from m365guard.graph.client import mail_replies as replies_and_tables
+from m365guard.graph.replies import BatchReply
+from m365guard.graph.replies import mail_replies as replies_and_tables
 
 
 def mail_replies(response: httpx.Response, streams: list[int]
