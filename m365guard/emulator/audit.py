@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import orjson
 
-from m365guard.emulator.odata import Call, GraphError, GraphResponse, offset_page
+from m365guard.emulator.odata import GraphError, GraphResponse, offset_page
 from m365guard.emulator.resources import Json, parse_time
+from m365guard.emulator.service import Call
 
 AUDIT_SERVICES_BY_ROLE = {"AuditLogsQuery-Exchange.Read.All": "Exchange"}
 
@@ -39,7 +40,8 @@ def create_audit_query(call: Call, _: dict[str, str]) -> GraphResponse:
 def list_audit_queries(call: Call, _: dict[str, str]) -> GraphResponse:
     """GET /security/auditLog/queries (security-auditlog-list-queries.md): every query."""
     queries = [query.resource for query in list(call.tenant.audit_queries.values())]
-    return offset_page(call, "security/auditLog/queries", queries, default=100, maximum=1000)
+    return offset_page(call.request, "security/auditLog/queries", queries, default=100,
+                       maximum=1000)
 
 
 def audit_query(call: Call, query_id: str) -> Json:
@@ -63,5 +65,5 @@ def list_audit_records(call: Call, params: dict[str, str]) -> GraphResponse:
     if query is None:
         raise GraphError(404, "NotFound", f"Audit log query '{params['query_id']}' was not found.")
     records = query.records if query.resource["status"] == "succeeded" else []
-    return offset_page(call, f"security/auditLog/queries('{params['query_id']}')/records",
+    return offset_page(call.request, f"security/auditLog/queries('{params['query_id']}')/records",
                        records, default=150, maximum=1000)

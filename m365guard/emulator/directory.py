@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from m365guard.emulator.odata import (
-    Call,
     GraphError,
     GraphResponse,
     collection,
@@ -19,6 +18,7 @@ from m365guard.emulator.odata import (
     select_of,
 )
 from m365guard.emulator.resources import Json
+from m365guard.emulator.service import Call
 from m365guard.emulator.state import Tenant
 
 # What GET /users returns without $select (Graph's default user properties).
@@ -65,7 +65,7 @@ def directory_filter(query: Mapping[str, str]) -> Callable[[Json], bool]:
 
 
 def list_users(call: Call, _: dict[str, str]) -> GraphResponse:
-    return offset_page(call, "users", call.tenant.users, default=100, maximum=999,
+    return offset_page(call.request, "users", call.tenant.users, default=100, maximum=999,
                        default_select=USER_DEFAULT_PROPERTIES, filter_fn=directory_filter)
 
 
@@ -95,7 +95,7 @@ def list_skus(call: Call, _: dict[str, str]) -> GraphResponse:
 
 
 def list_groups(call: Call, _: dict[str, str]) -> GraphResponse:
-    return offset_page(call, "groups", call.tenant.groups, default=100, maximum=999,
+    return offset_page(call.request, "groups", call.tenant.groups, default=100, maximum=999,
                        filter_fn=directory_filter)
 
 
@@ -106,9 +106,9 @@ def group_transitive_members(call: Call, params: dict[str, str]) -> GraphRespons
                          f"Resource '{group_id}' does not exist or one of its queried "
                          "reference-property objects are not present.")
     members = call.tenant.transitive_members(group_id)
-    return offset_page(call, "directoryObjects", members, default=100, maximum=999)
+    return offset_page(call.request, "directoryObjects", members, default=100, maximum=999)
 
 
 def list_education_users(call: Call, _: dict[str, str]) -> GraphResponse:
-    return offset_page(call, "education/users", call.tenant.education_users,
+    return offset_page(call.request, "education/users", call.tenant.education_users,
                        default=100, maximum=999, filter_fn=directory_filter)

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from m365guard.emulator.odata import GraphResponse
+from m365guard.emulator.odata import GraphResponse, HtmlPage
 
 ODD_RETRY_AFTER = ("0", "-1", "0.05", " 0.1 ", "1e-2", "abc", "", "NaN", "inf",
                    "Wed, 21 Oct 2015 07:28:00 GMT", "0,5")
@@ -71,7 +71,6 @@ class Hostility:
             body = {"error": {"code": "TooManyRequests", "message": "Hostile mode."}}
             return GraphResponse(429, body, {"Retry-After": self.rng.choice(ODD_RETRY_AFTER)})
         if kind == "html":
-            from m365guard.emulator.routes import HtmlPage
             return GraphResponse(self.rng.choice((502, 503)), HtmlPage(503))
         if response.status != 200 or not isinstance(response.body, dict):
             return response

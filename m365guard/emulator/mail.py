@@ -21,7 +21,6 @@ from m365guard.emulator.messages import (
     selected,
 )
 from m365guard.emulator.odata import (
-    Call,
     GraphResponse,
     collection,
     next_link,
@@ -32,6 +31,7 @@ from m365guard.emulator.odata import (
     select_of,
 )
 from m365guard.emulator.resources import ROOT_FOLDER, Folder, Json, Mailbox, Message, folder_id_for
+from m365guard.emulator.service import Call
 
 
 def list_messages(call: Call, params: dict[str, str]) -> GraphResponse:
@@ -104,7 +104,7 @@ def list_mail_folders(call: Call, params: dict[str, str]) -> GraphResponse:
     now = call.tenant.now_epoch
     root = folder_id_for(user["id"], ROOT_FOLDER)
     rows = [folder_resource(mailbox, f, now) for f in mailbox.children(root, now)]
-    return offset_page(call, f"users('{user['id']}')/mailFolders", rows, default=10,
+    return offset_page(call.request, f"users('{user['id']}')/mailFolders", rows, default=10,
                        maximum=1000)
 
 
@@ -125,5 +125,6 @@ def list_child_folders(call: Call, params: dict[str, str]) -> GraphResponse:
     now = call.tenant.now_epoch
     folder = folder_of(mailbox, params["folder"], now)
     rows = [folder_resource(mailbox, f, now) for f in mailbox.children(folder.id, now)]
-    return offset_page(call, f"users('{user['id']}')/mailFolders('{folder.id}')/childFolders",
+    return offset_page(call.request,
+                       f"users('{user['id']}')/mailFolders('{folder.id}')/childFolders",
                        rows, default=10, maximum=1000)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import orjson
 
 from m365guard.emulator.odata import (
-    Call,
-    DeltaSnapshot,
     GraphError,
     GraphRequest,
     GraphResponse,
@@ -26,6 +24,7 @@ from m365guard.emulator.odata import (
     select_of,
 )
 from m365guard.emulator.resources import Folder, Json, Mailbox, Message, parse_time
+from m365guard.emulator.service import Call, DeltaSnapshot
 from m365guard.emulator.state import Tenant
 
 MESSAGE_PROPERTIES = frozenset({

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +20,7 @@ from typing import Any
 
 import orjson
 
-from m365guard.emulator.faults import FaultEngine
-from m365guard.emulator.identity import Claims
 from m365guard.emulator.resources import Json
-from m365guard.emulator.state import Tenant
 
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -67,6 +63,18 @@ class GraphResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HtmlPage:
+    """A gateway's error page (not JSON), as load balancers in front of Graph send."""
+
+    status: int
+
+    def html(self) -> bytes:
+        return (f"<html><head><title>{self.status} Service Unavailable</title></head><body>"
+                f"<h1>{self.status}</h1><p>The gateway could not reach the service.</p>"
+                "</body></html>").encode()
+
+
 def error_body(error: GraphError, request: GraphRequest) -> Json:
     """Graph's error envelope with innerError date and request ids."""
     return {"error": {
@@ -79,44 +87,6 @@ def error_body(error: GraphError, request: GraphRequest) -> Json:
         },
     }}
 
-
-@dataclass
-class DeltaSnapshot:
-    """The changes one delta round serves page by page."""
-
-    user_id: str
-    folder: str
-    items: list[Json]
-    select: list[str] | None
-    page_size: int
-    since: float | None
-    asof: float
-
-
-@dataclass
-class GraphService:
-    """What handlers share: the tenant, the faults, and delta rounds in progress."""
-
-    tenant: Tenant
-    faults: FaultEngine
-    delta_rounds: dict[str, DeltaSnapshot] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass
-class Call:
-    """A request as a handler sees it: who calls, and the service."""
-
-    service: GraphService
-    request: GraphRequest
-    claims: Claims
-
-    @property
-    def tenant(self) -> Tenant:
-        return self.service.tenant
-
-
-Handler = Callable[[Call, dict[str, str]], GraphResponse]
 
 
 # -- OData helpers ---------------------------------------------------------------------------
@@ -213,13 +183,14 @@ def collection(request: GraphRequest, context: str, items: Sequence[Json | orjso
     return GraphResponse(200, body, dict(headers or {}))
 
 
-def offset_page(call: Call, context: str, rows: Sequence[Json], *, default: int, maximum: int,
+def offset_page(request: GraphRequest, context: str, rows: Sequence[Json], *, default: int,
+                maximum: int,
                 default_select: Sequence[str] | None = None,
                 filter_fn: Callable[[Mapping[str, str]], Callable[[Json], bool]] | None = None,
                 ) -> GraphResponse:
     """A directory-style collection: $select, $top, $filter, opaque $skiptoken pages."""
-    query, cursor = resume(call.request)
-    size, applied = page_size(query, call.request.headers, default=default, maximum=maximum,
+    query, cursor = resume(request)
+    size, applied = page_size(query, request.headers, default=default, maximum=maximum,
                               code="Request_BadRequest")
     select = select_of(query)
     if select is None and default_select is not None:
@@ -231,7 +202,7 @@ def offset_page(call: Call, context: str, rows: Sequence[Json], *, default: int,
         raise GraphError(400, "Request_UnsupportedQuery", "Unsupported query.")
     start = int(cursor["offset"]) if cursor else 0
     chunk = rows[start:start + size]
-    link = next_link(call.request, query, {"offset": start + size}) \
+    link = next_link(request, query, {"offset": start + size}) \
         if start + size < len(rows) else None
-    return collection(call.request, context, [project(r, select) for r in chunk], link,
+    return collection(request, context, [project(r, select) for r in chunk], link,
                       headers=applied)

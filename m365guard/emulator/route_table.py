@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from starlette.routing import compile_path
 
 from m365guard.emulator import audit, directory, mail, messages, rule_write, sendmail, teams
-from m365guard.emulator.odata import GraphError, Handler
+from m365guard.emulator.odata import GraphError
+from m365guard.emulator.service import Handler
 
 USERS_READ = ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All",
               "Directory.ReadWrite.All")

@@ -28,6 +28,7 @@ from m365guard.emulator.faults import FaultKind
 from m365guard.emulator.hostile import RawBody
 from m365guard.emulator.identity import Claims, Identity, IdentityAnswer, TokenRejected
 from m365guard.emulator.route_table import EXCHANGE_DENIED, match_route
+from m365guard.emulator.service import Call, GraphService
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,7 +69,7 @@ class ConnectionDropped(Exception):
 class GraphGate:
     """The ASGI app under /v1.0: auth, permissions, faults, throttling, handlers, $batch."""
 
-    def __init__(self, service: h.GraphService, identity: Identity, stats: EmulatorStats) -> None:
+    def __init__(self, service: GraphService, identity: Identity, stats: EmulatorStats) -> None:
         self.service = service
         self.identity = identity
         self.stats = stats
@@ -151,7 +152,7 @@ class GraphGate:
         if not route.per_mailbox:
             if not in_batch:
                 await self.latency()
-            return route.handler(h.Call(self.service, request, claims), params)
+            return route.handler(Call(self.service, request, claims), params)
         user = self.service.tenant.user(params["user_id"])
         mailbox = user["id"] if user else params["user_id"].lower()
         self.stats.count(mailbox=mailbox)
@@ -167,7 +168,7 @@ class GraphGate:
         try:
             if not in_batch:
                 await self.latency()
-            return route.handler(h.Call(self.service, request, claims), params)
+            return route.handler(Call(self.service, request, claims), params)
         finally:
             faults.release(claims.app_id, mailbox)
 
@@ -181,7 +182,7 @@ class GraphGate:
                  503: "ServiceUnavailable", 504: "GatewayTimeout"}
         headers = {}
         if status in (502, 503, 504) and self.service.faults.html_error():
-            return h.GraphResponse(status, HtmlPage(status))
+            return h.GraphResponse(status, h.HtmlPage(status))
         if status == 429:
             self.stats.bump("throttled")
             headers["Retry-After"] = self.service.faults.retry_after()
@@ -221,7 +222,7 @@ class GraphGate:
             except h.GraphError as error:
                 result = h.GraphResponse(error.status, h.error_body(error, sub), error.headers)
             result = self.service.faults.hostile(sub.path, result, in_batch=True)
-            if isinstance(result.body, HtmlPage):  # a batch item's body that is not JSON
+            if isinstance(result.body, h.HtmlPage):  # a batch item's body that is not JSON
                 result = h.GraphResponse(result.status, result.body.html().decode())
             results[item_id] = result
         responses = []
@@ -262,23 +263,11 @@ class GraphGate:
         if isinstance(response.body, RawBody):
             return Response(response.body.content, status_code=response.status, headers=headers,
                             media_type=JSON_TYPE)
-        if isinstance(response.body, HtmlPage):
+        if isinstance(response.body, h.HtmlPage):
             return Response(response.body.html(), status_code=response.status, headers=headers,
                             media_type="text/html; charset=utf-8")
         return Response(orjson.dumps(response.body), status_code=response.status,
                         headers=headers, media_type=JSON_TYPE)
-
-
-@dataclass(frozen=True)
-class HtmlPage:
-    """A gateway's error page (not JSON), as load balancers in front of Graph send."""
-
-    status: int
-
-    def html(self) -> bytes:
-        return (f"<html><head><title>{self.status} Service Unavailable</title></head><body>"
-                f"<h1>{self.status}</h1><p>The gateway could not reach the service.</p>"
-                "</body></html>").encode()
 
 
 def depends_on(item: dict[str, Any]) -> list[str]:
@@ -311,7 +300,7 @@ def batch_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return done
 
 
-def build_app(service: h.GraphService, identity: Identity, stats: EmulatorStats) -> Starlette:
+def build_app(service: GraphService, identity: Identity, stats: EmulatorStats) -> Starlette:
     """The whole emulator: the Entra-like identity endpoints and Graph under /v1.0."""
 
     def base_url(request: Request) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import orjson
 
 from m365guard.emulator.messages import folder_of, mailbox_of
-from m365guard.emulator.odata import Call, GraphError, GraphResponse
+from m365guard.emulator.odata import GraphError, GraphResponse
 from m365guard.emulator.resources import Json
+from m365guard.emulator.service import Call
 
 WRITE_ROLES = ("MailboxSettings.ReadWrite",)
 WRITABLE = frozenset({"actions", "conditions", "displayName", "exceptions", "isEnabled",

@@ -30,8 +30,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from m365guard.emulator.messages import mailbox_of
-from m365guard.emulator.odata import Call, GraphError, GraphResponse
+from m365guard.emulator.odata import GraphError, GraphResponse
 from m365guard.emulator.resources import Json
+from m365guard.emulator.service import Call
 from m365guard.emulator.state import Tenant
 
 SEND_ROLES = ("Mail.Send",)

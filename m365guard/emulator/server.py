@@ -24,8 +24,8 @@ from starlette.applications import Starlette
 
 from m365guard.emulator.faults import FaultConfig, FaultEngine
 from m365guard.emulator.identity import LEAST_PRIVILEGE_ROLES, AppRegistration, Identity
-from m365guard.emulator.odata import GraphService
 from m365guard.emulator.routes import DropLogFilter, EmulatorStats, build_app
+from m365guard.emulator.service import GraphService
 from m365guard.emulator.state import Tenant
 from m365guard.emulator.tls import TlsFiles, ensure_tls_files, write_private
 from m365guard.errors import ExitCode, GuardError

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from m365guard.emulator.directory import directory_user
 from m365guard.emulator.odata import (
-    Call,
     GraphError,
     GraphResponse,
     collection,
@@ -16,6 +15,7 @@ from m365guard.emulator.odata import (
     resume,
     select_of,
 )
+from m365guard.emulator.service import Call
 
 EXPANDED_MEMBERS_CAP = 25
 
